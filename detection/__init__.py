@@ -1,0 +1,1 @@
+"""Detection: SSDLite head and detection backbone search (not implemented yet; see the issues)."""

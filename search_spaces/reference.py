@@ -1,0 +1,143 @@
+"""Reference architectures: MobileNetV2, MnasNet-B1, ProxylessNAS-Mobile, MobileNetV3-Large.
+
+The first three (and the two Table-8 filter variants of ProxylessNAS-Mobile) are points of the
+ProxylessNAS layout: per-layer ops plus the nine widths (stem, sepconv, blocks 2..7, head). Op
+codes follow the reference: `op = 3·e + k` with e ∈ {0: ×3, 1: ×6} and k ∈ {0: 3×3, 1: 5×5,
+2: 7×7}, 6 = skip; the first entry is the separable conv's kernel index. MobileNetV3-Large is
+not a point of any space (its block-4 width 112 and head width 960 are not choices), so it is
+written with absolute sizes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tunas_keras.specs import RELU, SWISH6, Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network
+from tunas_keras.specs import Residual, SeparableConv
+
+SKIP_OP = 6
+
+
+class ProxylessLayout(NamedTuple):
+    """A network of the ProxylessNAS layout: 22 op codes and 9 widths."""
+
+    ops: tuple
+    filters: tuple
+
+
+PROXYLESS_LAYOUT_REFERENCES = {
+    "mobilenet_v2": ProxylessLayout(
+        ops=(0, 3, 3, 6, 6, 3, 3, 3, 6, 3, 3, 3, 3, 3, 3, 3, 6, 3, 3, 3, 6, 3),
+        filters=(32, 16, 24, 32, 64, 96, 160, 320, 1280),
+    ),
+    "mnasnet_b1": ProxylessLayout(
+        ops=(0, 0, 0, 0, 6, 1, 1, 1, 6, 4, 4, 4, 6, 3, 3, 6, 6, 4, 4, 4, 4, 3),
+        filters=(32, 16, 24, 40, 80, 96, 192, 320, 1280),
+    ),
+    "proxylessnas_mobile": ProxylessLayout(
+        ops=(0, 1, 0, 6, 6, 2, 0, 1, 1, 5, 1, 1, 1, 4, 1, 1, 1, 5, 5, 2, 2, 5),
+        filters=(32, 16, 32, 40, 80, 96, 192, 320, 1280),
+    ),
+}
+# Paper Table 8: ProxylessNAS-Mobile's operations with naive width heuristics. Our reading of
+# the two heuristics: "×2 every stride-2" doubles the width at every stride-2 layer starting from
+# 16 at the stem; "×2 every block" is the enlarged space's base widths (16 at the stem, doubled
+# at each new block from block 3 on). Both are points of `proxyless_enlarged`.
+PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile_x2_every_stride2"] = ProxylessLayout(
+    ops=PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile"].ops, filters=(16, 16, 32, 64, 128, 128, 256, 256, 1280)
+)
+PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile_x2_every_block"] = ProxylessLayout(
+    ops=PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile"].ops, filters=(16, 16, 16, 32, 64, 128, 256, 512, 1024)
+)
+
+
+def _v3_bneck(kernel_size, expanded_filters, strides=1, squeeze_excite=False, activation=RELU, residual=True):
+    layer = Bottleneck(
+        kernel_size=kernel_size,
+        expansion=None,
+        squeeze_excite=squeeze_excite,
+        strides=strides,
+        activation=activation,
+        expanded_filters=expanded_filters,
+    )
+    return Residual(layer) if residual else layer
+
+
+def mobilenet_v3_large() -> Network:
+    """MobileNetV3-Large (Howard et al. 2019, Table 1) with absolute sizes."""
+    se_relu = dict(squeeze_excite=True, activation=RELU)
+    se_swish = dict(squeeze_excite=True, activation=SWISH6)
+    return Network(
+        (
+            Block(
+                (
+                    Conv(kernel_size=3, strides=2),
+                    Activation(SWISH6),
+                    Residual(SeparableConv(kernel_size=3, activation=RELU)),
+                    Endpoint(),
+                ),
+                16,
+            ),
+            Block((_v3_bneck(3, 64, strides=2, residual=False), _v3_bneck(3, 72), Endpoint()), 24),
+            Block(
+                (
+                    _v3_bneck(5, 72, strides=2, residual=False, **se_relu),
+                    _v3_bneck(5, 120, **se_relu),
+                    _v3_bneck(5, 120, **se_relu),
+                    Endpoint(),
+                ),
+                40,
+            ),
+            Block(
+                (
+                    _v3_bneck(3, 240, strides=2, residual=False, activation=SWISH6),
+                    _v3_bneck(3, 200, activation=SWISH6),
+                    _v3_bneck(3, 184, activation=SWISH6),
+                    _v3_bneck(3, 184, activation=SWISH6),
+                ),
+                80,
+            ),
+            Block((_v3_bneck(3, 480, residual=False, **se_swish), _v3_bneck(3, 672, **se_swish), Endpoint()), 112),
+            Block(
+                (
+                    _v3_bneck(5, 672, strides=2, residual=False, **se_swish),
+                    _v3_bneck(5, 960, **se_swish),
+                    _v3_bneck(5, 960, **se_swish),
+                    Endpoint(),
+                ),
+                160,
+            ),
+            Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), 960),
+            Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), 1280),
+        )
+    )
+
+
+REFERENCE_NAMES = tuple(PROXYLESS_LAYOUT_REFERENCES) + ("mobilenet_v3_large",)
+
+
+def layout_indices(layout: ProxylessLayout, filter_decisions) -> list:
+    """The `indices` of a ProxylessNAS-layout network in a space with that layout.
+
+    Args:
+      layout: ops and widths.
+      filter_decisions: the space's nine width decisions, in order.
+
+    Raises:
+      ValueError: a width is not among the choices of its decision.
+    """
+    widths = []
+    for position, (filters, decision) in enumerate(zip(layout.filters, filter_decisions)):
+        if filters not in decision.choices:
+            raise ValueError(f"Width {filters} of block {position} is not one of the choices {decision.choices}.")
+        widths.append(decision.choices.index(filters))
+    indices = [widths[0], layout.ops[0], widths[1]]
+    ops = iter(layout.ops[1:])
+    for block, num_layers in enumerate((4, 4, 4, 4, 4, 1)):
+        for _ in range(num_layers):
+            op = next(ops)
+            # A skipped layer keeps kernel and expansion at index 0; they do not matter then.
+            indices += [0, 0, 1] if op == SKIP_OP else [op % 3, op // 3, 0]
+        indices.append(widths[2 + block])
+    indices.append(widths[8])
+    return indices

@@ -1,0 +1,251 @@
+"""Standalone builder: a resolved spec → a plain functional tf_keras model (no masks, no choices).
+
+This is the model that is trained, exported to TFLite and benchmarked. Each layer spec type
+has one builder function, found through `LAYER_BUILDERS` (spec type → function).
+
+    >>> model = build_model("mobilenet_v2", num_classes=10, input_shape=(32, 32, 3))
+    >>> backbone = build_backbone("proxylessnas_mobile", input_shape=(64, 64, 3))
+    >>> sorted(backbone.output)      # endpoints by stride, for detection
+    ['stride_16', 'stride_32', 'stride_4', 'stride_8']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Union
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tunas_keras import specs
+from tunas_keras.layers.common import (
+    DepthwiseHeNormal,
+    activation_layer,
+    batch_norm,
+    classifier_initializer,
+    conv_initializer,
+)
+from tunas_keras.schema import Architecture, contains_one_of
+
+ENDPOINT_STRIDES = (4, 8, 16, 32)
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Where the builder is: the block's output width, the name prefix and the current stride."""
+
+    filters: int
+    prefix: str
+    stride: int = 1
+    endpoints: dict = dataclasses.field(default_factory=dict)
+
+
+def _channels(tensor: tf.Tensor) -> int:
+    return int(tensor.shape[-1])
+
+
+def _conv(filters: int, kernel_size: int, strides: int, name: str, use_bias: bool = False) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer=conv_initializer(),
+        name=name,
+    )
+
+
+def _depthwise(kernel_size: int, strides: int, name: str) -> keras.layers.DepthwiseConv2D:
+    return keras.layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer=DepthwiseHeNormal(),
+        name=name,
+    )
+
+
+def _build_conv(spec: specs.Conv, inputs, context: BuildContext):
+    use_bn = spec.use_batch_norm
+    outputs = _conv(context.filters, spec.kernel_size, spec.strides, context.prefix + "conv", use_bias=not use_bn)(
+        inputs
+    )
+    context.stride *= spec.strides
+    return batch_norm(context.prefix + "bn")(outputs) if use_bn else outputs
+
+
+def _build_separable_conv(spec: specs.SeparableConv, inputs, context: BuildContext):
+    outputs = _depthwise(spec.kernel_size, spec.strides, context.prefix + "depthwise")(inputs)
+    outputs = batch_norm(context.prefix + "depthwise_bn")(outputs)
+    outputs = activation_layer(spec.activation, context.prefix + "depthwise_act")(outputs)
+    outputs = _conv(context.filters, 1, 1, context.prefix + "project")(outputs)
+    context.stride *= spec.strides
+    return batch_norm(context.prefix + "project_bn")(outputs)
+
+
+def squeeze_excite_filters(inner_filters: int) -> int:
+    return specs.make_divisible(inner_filters * 0.25)
+
+
+def _build_squeeze_excite(inputs, prefix: str):
+    inner_filters = _channels(inputs)
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "se_pool")(inputs)
+    gate = _conv(squeeze_excite_filters(inner_filters), 1, 1, prefix + "se_reduce", use_bias=True)(gate)
+    gate = keras.layers.ReLU(name=prefix + "se_relu")(gate)
+    gate = _conv(inner_filters, 1, 1, prefix + "se_expand", use_bias=True)(gate)
+    gate = keras.layers.Activation("sigmoid", name=prefix + "se_gate")(gate)
+    return keras.layers.Multiply(name=prefix + "se_multiply")([inputs, gate])
+
+
+def _build_bottleneck(spec: specs.Bottleneck, inputs, context: BuildContext):
+    prefix = context.prefix
+    inner_filters = spec.inner_filters(_channels(inputs))
+    outputs = _conv(inner_filters, 1, 1, prefix + "expand")(inputs)
+    outputs = batch_norm(prefix + "expand_bn")(outputs)
+    outputs = activation_layer(spec.activation, prefix + "expand_act")(outputs)
+    outputs = _depthwise(spec.kernel_size, spec.strides, prefix + "depthwise")(outputs)
+    outputs = batch_norm(prefix + "depthwise_bn")(outputs)
+    outputs = activation_layer(spec.activation, prefix + "depthwise_act")(outputs)
+    if spec.squeeze_excite:
+        outputs = _build_squeeze_excite(outputs, prefix)
+    outputs = _conv(context.filters, 1, 1, prefix + "project")(outputs)
+    context.stride *= spec.strides
+    return batch_norm(prefix + "project_bn")(outputs)
+
+
+def _build_residual(spec: specs.Residual, inputs, context: BuildContext):
+    if isinstance(spec.layer, specs.Zero):
+        return inputs
+    outputs = build_layer(spec.layer, inputs, context)
+    if outputs.shape[1:] != inputs.shape[1:]:
+        raise ValueError(
+            f"Invalid residual at {context.prefix!r}: expected the layer to keep the shape {inputs.shape[1:]}. "
+            f"Received: {outputs.shape[1:]}"
+        )
+    return keras.layers.Add(name=context.prefix + "add")([inputs, outputs])
+
+
+def _build_activation(spec: specs.Activation, inputs, context: BuildContext):
+    return activation_layer(spec.activation, context.prefix + spec.activation)(inputs)
+
+
+def _build_endpoint(spec: specs.Endpoint, inputs, context: BuildContext):
+    del spec
+    context.endpoints[context.stride] = inputs  # The last endpoint at each stride wins.
+    return inputs
+
+
+def _build_global_pool(spec: specs.GlobalPool, inputs, context: BuildContext):
+    del spec
+    return keras.layers.GlobalAveragePooling2D(keepdims=True, name=context.prefix + "pool")(inputs)
+
+
+LAYER_BUILDERS: dict[type, Callable] = {
+    specs.Conv: _build_conv,
+    specs.SeparableConv: _build_separable_conv,
+    specs.Bottleneck: _build_bottleneck,
+    specs.Residual: _build_residual,
+    specs.Activation: _build_activation,
+    specs.Endpoint: _build_endpoint,
+    specs.GlobalPool: _build_global_pool,
+}
+
+
+def build_layer(spec: Any, inputs, context: BuildContext):
+    """Builds one resolved layer spec through `LAYER_BUILDERS`."""
+    builder = LAYER_BUILDERS.get(type(spec))
+    if builder is None:
+        raise ValueError(
+            f"Invalid layer spec. Expected one of {[kind.__name__ for kind in LAYER_BUILDERS]}. "
+            f"Received: {type(spec).__name__}"
+        )
+    return builder(spec, inputs, context)
+
+
+def resolve_network(architecture: Union[Architecture, str, specs.Network]) -> specs.Network:
+    """An `Architecture`, a reference name or a resolved `Network` → the resolved `Network`."""
+    import search_spaces  # pylint: disable=import-outside-toplevel
+
+    if isinstance(architecture, specs.Network):
+        network = architecture
+    elif isinstance(architecture, Architecture):
+        network = search_spaces.get_search_space(architecture.space).resolve(architecture)
+    elif isinstance(architecture, str):
+        network = search_spaces.reference_spec(architecture)
+    else:
+        raise ValueError(
+            "Invalid value for argument `architecture`. Expected an Architecture, a reference name "
+            f"({list(search_spaces.REFERENCE_NAMES)}) or a resolved Network. Received: {architecture!r}"
+        )
+    if contains_one_of(network):
+        raise ValueError("Invalid value for argument `architecture`: the Network still contains OneOf decisions.")
+    return network
+
+
+def _check_input_shape(input_shape) -> tuple:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(not isinstance(size, int) or size <= 0 for size in shape):
+        raise ValueError(
+            "Invalid value for argument `input_shape`. Expected (height, width, channels) with positive ints. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return shape
+
+
+def _build_features(network: specs.Network, images) -> tuple[tf.Tensor, BuildContext]:
+    context = BuildContext(filters=0, prefix="")
+    features = images
+    for block_index, block in enumerate(network.blocks):
+        context.filters = block.filters
+        for layer_index, layer in enumerate(block.layers):
+            context.prefix = f"block{block_index}_layer{layer_index}_"
+            features = build_layer(layer, features, context)
+    return features, context
+
+
+def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
+    """The feature extractor with its detection endpoints as outputs.
+
+    Returns:
+      A functional model mapping images to `{"stride_4": ..., "stride_8": ..., "stride_16": ...,
+      "stride_32": ...}` (the last marked endpoint at each stride).
+    """
+    network = resolve_network(architecture)
+    images = keras.Input(_check_input_shape(input_shape), name="images")
+    _, context = _build_features(network, images)
+    outputs = {f"stride_{stride}": context.endpoints[stride] for stride in ENDPOINT_STRIDES if stride in context.endpoints}
+    return keras.Model(images, outputs, name="backbone")
+
+
+def build_model(
+    architecture, num_classes: int = 1001, input_shape=(224, 224, 3), dropout_rate: float = 0.0
+) -> keras.Model:
+    """Builds the standalone classifier of `architecture`.
+
+    Args:
+      architecture: an `Architecture`, a reference name (`"mobilenet_v2"`, ...) or a resolved
+        `tunas_keras.specs.Network`.
+      num_classes: classifier outputs (1001 = ImageNet with background, as the reference).
+      input_shape: (height, width, channels).
+      dropout_rate: dropout before the classifier, in [0, 1).
+
+    Returns:
+      A functional `tf_keras.Model` from images to logits `(batch, num_classes)`. The same
+      network's detection feature maps come from `build_backbone`.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"Invalid value for argument `num_classes`. Expected an int >= 1. Received: {num_classes!r}")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"Invalid value for argument `dropout_rate`. Expected [0, 1). Received: {dropout_rate!r}")
+    network = resolve_network(architecture)
+    images = keras.Input(_check_input_shape(input_shape), name="images")
+    features, _ = _build_features(network, images)
+    if features.shape[1] != 1 or features.shape[2] != 1:
+        raise ValueError(f"The network must end in a global pool. Received features of shape {features.shape}")
+    features = keras.layers.Flatten(name="flatten")(features)
+    if dropout_rate:
+        features = keras.layers.Dropout(dropout_rate, name="dropout")(features)
+    logits = keras.layers.Dense(num_classes, kernel_initializer=classifier_initializer(), name="classifier")(features)
+    return keras.Model(images, logits, name="standalone")

@@ -1,0 +1,41 @@
+"""Typed configs: files, overrides and errors; schedules."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tunas_keras.training import schedules
+from tunas_keras.training.config import SearchConfig, config_from_dict, load_config_file
+
+
+def test_json_and_yaml_files_with_overrides(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"space": "mobilenet_v3_like", "beta": -0.05, "steps": 20}))
+    (tmp_path / "run.yaml").write_text("space: proxyless_enlarged\nimage_size: 48\nop_warmup: false\n")
+    from_json = load_config_file(SearchConfig, str(tmp_path / "run.json"))
+    assert (from_json.space, from_json.beta, from_json.steps) == ("mobilenet_v3_like", -0.05, 20)
+    from_yaml = load_config_file(SearchConfig, str(tmp_path / "run.yaml"))
+    assert (from_yaml.space, from_yaml.image_size, from_yaml.op_warmup) == ("proxyless_enlarged", 48, False)
+    overridden = config_from_dict(SearchConfig, {"beta": "-0.2", "target_latency": "60"}, base=from_json)
+    assert (overridden.space, overridden.beta, overridden.target_latency) == ("mobilenet_v3_like", -0.2, 60.0)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['betta'\]"):
+        config_from_dict(SearchConfig, {"betta": -0.1})
+    with pytest.raises(ValueError, match=r"`steps`. Expected int. Received: 'many'"):
+        config_from_dict(SearchConfig, {"steps": "many"})
+    with pytest.raises(ValueError, match=r"`config`. Expected an existing JSON/YAML file"):
+        load_config_file(SearchConfig, str(tmp_path / "missing.yaml"))
+
+
+def test_learning_rate_schedule_warmup_then_cosine():
+    schedule = schedules.WarmupCosine(peak_learning_rate=1.0, total_steps=100, warmup_steps=10)
+    values = np.array([float(schedule(step)) for step in (0, 5, 10, 55, 100)])
+    np.testing.assert_allclose(values, [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
+    assert schedules.scaled_learning_rate(0.165, 4096) == pytest.approx(2.64)
+
+
+def test_warmup_probability_decays_over_first_quarter():
+    values = [float(schedules.warmup_probability(step, 100)) for step in (0, 10, 25, 60)]
+    np.testing.assert_allclose(values, [1.0, 0.6, 0.0, 0.0], atol=1e-6)

@@ -1,0 +1,119 @@
+"""The generic Trainer with a toy task: resume, checkpoint errors, NaN guard, model_dir errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tunas_keras.training.trainer import Task, Trainer, check_config_compatible, create_strategy, write_atomic
+
+
+class _LinearTask(Task):
+    """Least squares y = 3x on a deterministic stream; learning rate configurable (to force NaNs)."""
+
+    def __init__(self, total_steps=12, learning_rate=0.05):
+        self.total_steps = total_steps
+        self.learning_rate = learning_rate
+
+    def build(self, strategy):
+        self.weight = tf.Variable(0.0, name="weight")
+        self.optimizer = keras.optimizers.legacy.SGD(self.learning_rate)
+
+    def checkpoint_items(self):
+        return {"weight": self.weight, "optimizer": self.optimizer}
+
+    def dataset_fn(self, start_step):
+        def make(input_context):
+            x = tf.data.Dataset.range(10_000).map(lambda i: tf.cast(i % 7, tf.float32) / 7.0 + 0.1)
+            return x.map(lambda v: (v, 3.0 * v)).batch(4, drop_remainder=True).skip(start_step)
+
+        return make
+
+    def replica_step(self, inputs, step):
+        x, y = inputs
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self.weight * x - y))
+        self.optimizer.apply_gradients([(tape.gradient(loss, self.weight), self.weight)])
+        return {"loss": loss, "weight": tf.identity(self.weight)}
+
+    def finalize(self, model_dir, history):
+        return {"weight": float(self.weight.numpy())}
+
+
+def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None):
+    task = _LinearTask(total_steps, learning_rate)
+    trainer = Trainer(
+        task,
+        str(model_dir),
+        config or {"lr": learning_rate},
+        strategy=create_strategy("one_device"),
+        checkpoint_every=checkpoint_every,
+        summary_every=2,
+        progress_bar=False,
+    )
+    return trainer.run()
+
+
+def test_runs_and_learns(tmp_path):
+    result = _run(tmp_path, total_steps=40, learning_rate=0.5)
+    assert abs(result["weight"] - 3.0) < 0.2
+    history = json.load(open(tmp_path / "history.json"))
+    assert [entry["step"] for entry in history] == list(range(2, 41, 2))
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert os.listdir(tmp_path / "summaries")
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _run(tmp_path / "full", total_steps=12)
+    _run(tmp_path / "split", total_steps=8)  # "killed" after step 8 (checkpoint at 8)
+    resumed = _run(tmp_path / "split", total_steps=12)
+    assert resumed["resumed_from_step"] == 8
+    assert resumed["weight"] == pytest.approx(full["weight"], abs=1e-7)
+
+
+def test_nan_stops_with_step_and_keeps_last_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"Non-finite values at step \d+"):
+        _run(tmp_path, total_steps=200, learning_rate=1e4, checkpoint_every=1, config={"lr": 1})
+    checkpoints = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints"))
+    reader = tf.train.load_checkpoint(checkpoints.model_checkpoint_path)
+    assert np.isfinite(reader.get_tensor("weight/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    _run(tmp_path, total_steps=4)
+    for name in os.listdir(tmp_path / "checkpoints"):
+        if ".data-" in name:
+            with open(tmp_path / "checkpoints" / name, "wb") as handle:
+                handle.write(b"garbage")
+    with pytest.raises(ValueError, match="could not be restored: it is corrupt or was written by an incompatible run"):
+        _run(tmp_path, total_steps=8)
+
+
+def test_changed_config_is_refused(tmp_path):
+    _run(tmp_path, total_steps=4, config={"lr": 0.05, "space": "proxyless"})
+    with pytest.raises(ValueError, match=r"different config \(space: 'proxyless' -> 'mobilenet_v3_like'\)"):
+        check_config_compatible(str(tmp_path), {"lr": 0.05, "space": "mobilenet_v3_like"})
+
+
+def test_non_writable_model_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"`model_dir`. Expected a writable directory. Received: .*file/run"):
+        _run(blocker / "run")
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match=r"`strategy`. Expected one of .*Received: 'tpu_pod'"):
+        create_strategy("tpu_pod")
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "out.json"
+    write_atomic(str(path), "first")
+    with pytest.raises(TypeError):
+        write_atomic(str(path), object())  # fails mid-write
+    assert path.read_text() == "first"
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".tmp_")] == []

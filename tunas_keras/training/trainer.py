@@ -1,0 +1,241 @@
+"""The Trainer: strategy, input distribution, checkpoints, summaries, progress and NaN guard.
+
+A *task* owns the per-replica maths (models, optimizers, `replica_step`); the trainer runs it
+under any `tf.distribute` strategy. The same trainer runs the search (`SearchTask`) and
+standalone training (`StandaloneTask`).
+
+Checkpoints (`tf.train.CheckpointManager`) hold the step counter and everything the task lists;
+randomness is derived from the step (stateless), and the input pipeline is re-created and
+advanced to the restored step, so a resumed run continues the interrupted one exactly.
+A checkpoint is only referenced once fully written (the manager updates its index file last),
+so a run killed while saving resumes from the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# Config fields that may change between an interrupted run and its resumption.
+RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy")
+
+
+def create_strategy(name: str) -> tf.distribute.Strategy:
+    """`auto`: MirroredStrategy over all GPUs if there are several, else OneDeviceStrategy."""
+    if name not in STRATEGIES:
+        raise ValueError(f"Invalid value for argument `strategy`. Expected one of {STRATEGIES}. Received: {name!r}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def write_atomic(path: str, data) -> None:
+    """Writes `data` (str or bytes) to `path` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = "wb" if isinstance(data, bytes) else "w"
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    try:
+        with os.fdopen(handle, mode) as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def prepare_model_dir(model_dir: str) -> None:
+    """Creates `model_dir` and checks that it is writable (clear error otherwise)."""
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=model_dir, prefix=".write_probe_")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"Invalid value for argument `model_dir`. Expected a writable directory. Received: {model_dir!r} ({error})"
+        ) from error
+
+
+def check_config_compatible(model_dir: str, config: dict) -> None:
+    """Refuses to resume a run whose stored config differs (except in `RESUMABLE_FIELDS`)."""
+    path = os.path.join(model_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            stored = json.load(handle)
+        differing = sorted(
+            key for key in set(stored) | set(config) if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
+        )
+        if differing:
+            details = ", ".join(f"{key}: {stored.get(key)!r} -> {config.get(key)!r}" for key in differing)
+            raise ValueError(
+                f"Invalid value for argument `model_dir`: {model_dir!r} holds a run with a different config "
+                f"({details}). Expected the same config to resume, or a new --model_dir."
+            )
+    write_atomic(path, json.dumps(config, indent=2, sort_keys=True))
+
+
+class Task(abc.ABC):
+    """Per-replica maths of a run. Subclasses create their variables in `build`."""
+
+    total_steps: int
+
+    @abc.abstractmethod
+    def build(self, strategy: tf.distribute.Strategy) -> None:
+        """Creates models, optimizers and other variables (called inside `strategy.scope()`)."""
+
+    @abc.abstractmethod
+    def checkpoint_items(self) -> dict:
+        """Trackables to checkpoint besides the step counter."""
+
+    @abc.abstractmethod
+    def dataset_fn(self, start_step: int) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+        """Per-replica input pipeline, advanced to `start_step`."""
+
+    @abc.abstractmethod
+    def replica_step(self, inputs: Any, step: tf.Variable) -> dict:
+        """One training step on one replica; returns scalar metrics (averaged across replicas)."""
+
+    def write_summaries(self, step: int) -> None:
+        """Extra summaries (host side), called inside the trainer's summary writer context."""
+
+    def progress_values(self, metrics: dict) -> list:
+        return [(key, metrics[key]) for key in ("loss",) if key in metrics]
+
+    def finalize(self, model_dir: str, history: list) -> dict:
+        return {}
+
+
+class Trainer:
+    """Runs a `Task` to `task.total_steps` under a strategy with checkpoints and summaries.
+
+    Args:
+      task: the task.
+      model_dir: where checkpoints, summaries, config and results go.
+      config: the run's config as a dict (stored; a resume with another config is refused).
+      strategy: a `tf.distribute.Strategy` (default: `create_strategy("auto")`).
+      checkpoint_every / summary_every: intervals in steps.
+      progress_bar: show a Keras progress bar with ETA.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        model_dir: str,
+        config: dict,
+        strategy: Optional[tf.distribute.Strategy] = None,
+        checkpoint_every: int = 100,
+        summary_every: int = 10,
+        progress_bar: bool = True,
+    ):
+        self.task = task
+        self.model_dir = model_dir
+        self.config = config
+        self.strategy = strategy or create_strategy("auto")
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        self.summary_every = max(1, int(summary_every))
+        self.progress_bar = progress_bar
+
+    def _restore(self, checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> int:
+        path = manager.latest_checkpoint
+        if path is None:
+            return 0
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as error:  # noqa: BLE001 - the reader raises OpError, IndexError, AssertionError, ...: all mean "unusable"
+            raise ValueError(
+                f"Checkpoint {path!r} could not be restored: it is corrupt or was written by an incompatible run "
+                f"({type(error).__name__}: {str(error)[:300]}). Remove it or choose another --model_dir."
+            ) from error
+        return int(checkpoint.step.numpy())
+
+    def _make_step_function(self, step: tf.Variable):
+        strategy, task = self.strategy, self.task
+
+        @tf.function
+        def train_step(inputs):
+            per_replica = strategy.run(task.replica_step, args=(inputs, step))
+            reduced = {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for key, value in per_replica.items()}
+            step.assign_add(1)
+            return reduced
+
+        return train_step
+
+    def run(self) -> dict:
+        """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
+        prepare_model_dir(self.model_dir)
+        check_config_compatible(self.model_dir, self.config)
+        with self.strategy.scope():
+            self.task.build(self.strategy)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.model_dir, "checkpoints"), max_to_keep=3)
+        start = self._restore(checkpoint, manager)
+        history = self._load_history(start)
+        dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
+        iterator = iter(dataset)
+        train_step = self._make_step_function(step)
+        writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
+        progress = keras.utils.Progbar(self.task.total_steps, initial=start) if self.progress_bar else None
+        started = time.time()
+        for current in range(start + 1, self.task.total_steps + 1):
+            metrics = {key: float(value) for key, value in train_step(next(iterator)).items()}
+            self._check_finite(metrics, current)
+            if current % self.summary_every == 0 or current == self.task.total_steps:
+                history.append({"step": current, **metrics})
+                with writer.as_default(step=current):
+                    for key, value in metrics.items():
+                        tf.summary.scalar(key, value)
+                    self.task.write_summaries(current)
+            if progress is not None:
+                progress.update(current, values=self.task.progress_values(metrics), finalize=False)
+            if current % self.checkpoint_every == 0 or current == self.task.total_steps:
+                manager.save(checkpoint_number=current)
+                self._save_history(history)
+        writer.flush()
+        if progress is not None:
+            progress.update(self.task.total_steps, finalize=True)
+        results = self.task.finalize(self.model_dir, history)
+        results["wall_time_s"] = time.time() - started
+        results["resumed_from_step"] = start
+        return results
+
+    @staticmethod
+    def _check_finite(metrics: dict, current: int) -> None:
+        bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
+        if bad:
+            raise FloatingPointError(
+                f"Non-finite values at step {current}: {bad}. Stopped; nothing was saved for this step "
+                "(the last checkpoint is intact)."
+            )
+
+    def _history_path(self) -> str:
+        return os.path.join(self.model_dir, "history.json")
+
+    def _load_history(self, start: int) -> list:
+        if start == 0 or not os.path.exists(self._history_path()):
+            return []
+        with open(self._history_path()) as handle:
+            return [entry for entry in json.load(handle) if entry["step"] <= start]
+
+    def _save_history(self, history: list) -> None:
+        write_atomic(self._history_path(), json.dumps(history, default=_to_json_number))
+
+
+def _to_json_number(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"Not JSON serialisable: {value!r}")

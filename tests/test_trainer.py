@@ -43,7 +43,7 @@ class _LinearTask(Task):
         return {"weight": float(self.weight.numpy())}
 
 
-def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None):
+def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None, stop_after=None):
     task = _LinearTask(total_steps, learning_rate)
     trainer = Trainer(
         task,
@@ -53,6 +53,7 @@ def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, conf
         checkpoint_every=checkpoint_every,
         summary_every=2,
         progress_bar=False,
+        stop_after=stop_after,
     )
     return trainer.run()
 
@@ -68,9 +69,9 @@ def test_runs_and_learns(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
     full = _run(tmp_path / "full", total_steps=12)
-    _run(tmp_path / "split", total_steps=8)  # "killed" after step 8 (checkpoint at 8)
+    assert _run(tmp_path / "split", total_steps=12, stop_after=7) == {"stopped_at": 7}  # checkpointed at 7
     resumed = _run(tmp_path / "split", total_steps=12)
-    assert resumed["resumed_from_step"] == 8
+    assert resumed["resumed_from_step"] == 7
     assert resumed["weight"] == pytest.approx(full["weight"], abs=1e-7)
 
 

@@ -129,6 +129,8 @@ class Trainer:
       strategy: a `tf.distribute.Strategy` (default: `create_strategy("auto")`).
       checkpoint_every / summary_every: intervals in steps.
       progress_bar: show a Keras progress bar with ETA.
+      stop_after: stop (checkpointed, as if interrupted) after this step instead of the last one;
+        for time-limited slots. `run` then returns `{"stopped_at": step}` without finalising.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Trainer:
         checkpoint_every: int = 100,
         summary_every: int = 10,
         progress_bar: bool = True,
+        stop_after: Optional[int] = None,
     ):
         self.task = task
         self.model_dir = model_dir
@@ -148,6 +151,7 @@ class Trainer:
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.summary_every = max(1, int(summary_every))
         self.progress_bar = progress_bar
+        self.stop_after = stop_after
 
     def _restore(self, checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> int:
         path = manager.latest_checkpoint
@@ -191,7 +195,8 @@ class Trainer:
         writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
         progress = keras.utils.Progbar(self.task.total_steps, initial=start) if self.progress_bar else None
         started = time.time()
-        for current in range(start + 1, self.task.total_steps + 1):
+        last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
+        for current in range(start + 1, last + 1):
             metrics = {key: float(value) for key, value in train_step(next(iterator)).items()}
             self._check_finite(metrics, current)
             if current % self.summary_every == 0 or current == self.task.total_steps:
@@ -202,10 +207,12 @@ class Trainer:
                     self.task.write_summaries(current)
             if progress is not None:
                 progress.update(current, values=self.task.progress_values(metrics), finalize=False)
-            if current % self.checkpoint_every == 0 or current == self.task.total_steps:
+            if current % self.checkpoint_every == 0 or current == last:
                 manager.save(checkpoint_number=current)
                 self._save_history(history)
         writer.flush()
+        if last < self.task.total_steps:
+            return {"stopped_at": last}
         if progress is not None:
             progress.update(self.task.total_steps, finalize=True)
         results = self.task.finalize(self.model_dir, history)

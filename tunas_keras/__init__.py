@@ -6,6 +6,7 @@
     >>> model = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
 """
 
+from tunas_keras.cost_models import estimate_cost, get_cost_model
 from tunas_keras.models.counters import Counts, count_model_macs, count_network
 from tunas_keras.models.standalone import build_backbone, build_model
 from tunas_keras.schema import Architecture, OneOf, SearchSpace
@@ -38,6 +39,8 @@ __all__ = [
     "build_model",
     "count_model_macs",
     "count_network",
+    "estimate_cost",
+    "get_cost_model",
     "get_search_space",
     "reference_architecture",
 ]

@@ -279,3 +279,42 @@ class Architecture:
         except json.JSONDecodeError as error:
             raise ValueError(f"Invalid architecture JSON: {error}. Received: {text[:80]!r}") from error
         return cls.from_dict(data)
+
+
+def decision_parents(spec: Any) -> tuple:
+    """For each decision (in `iter_decisions` order), the choice that must be active for it to matter.
+
+    A decision nested inside option `c` of a `OneOf` at position `p` matters only when decision
+    `p` picks `c` (and `p` itself matters): the kernel size of a skippable layer is irrelevant
+    when the layer is skipped. Since parents are listed after their children, `p` is always
+    larger than the child's position.
+
+    Args:
+      spec: a spec tree containing `OneOf`s.
+
+    Returns:
+      A tuple with one entry per decision: `(parent_position, choice_index)`, or `None` for a
+      top-level decision.
+    """
+    parents: list = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, OneOf):
+            spans = []
+            for choice in node.choices:
+                start = len(parents)
+                visit(choice)
+                spans.append((start, len(parents)))
+            position = len(parents)
+            parents.append(None)
+            for choice_index, (start, stop) in enumerate(spans):
+                for child in range(start, stop):
+                    # Deeper decisions already got their own (nearer) parent.
+                    if parents[child] is None:
+                        parents[child] = (position, choice_index)
+            return
+        for _, child in _children(node):
+            visit(child)
+
+    visit(spec)
+    return tuple(parents)

@@ -1,0 +1,183 @@
+"""Simulated TuNAS controller search: the real controller, rewards and REINFORCE, no training.
+
+The controller (`tunas_keras.search.Controller`), the REINFORCE update (`Reinforce`, with its
+zero-debiased baseline and Adam) and the rewards (`Reward`) are the ones the search uses; the
+cost is the real simulated Pixel-1 latency (`batch_cost` of the `pixel1` cost model). Only the
+quality Q(α) — the validation accuracy of the shared weights in a real search — is synthetic:
+
+    Q(α) = 0.75 + slope · ln(MACs(α) / 300 M) + N(0, noise²)
+
+MACs(α) is the exact MAC count at 224×224 (the tabulated `macs` cost model, equal to
+`tunas_keras.count_network`). So bigger networks are better with diminishing returns (concave
+in MACs), and the noise stands in for the variance of a validation batch. Each step draws
+`--batch_size` architectures (as one per replica in the reference search), scores them, and
+makes one REINFORCE step with the RL learning rate `rl_learning_rate` (0 for the first 25 % of
+steps, then base × 10^(step / steps); `--schedule constant` keeps base after the delay).
+
+Printed per run: mean Pixel-1 cost of the samples of the last 10 % of steps, cost of the most
+likely architecture (argmax of every decision) and |cost / T0 − 1| of the latter.
+
+    python tools/simulate_controller.py                       # default sweep, about a minute
+    python tools/simulate_controller.py --spaces proxyless --rewards abs --betas=-0.1 --steps 500
+
+References: Bender et al., CVPR 2020, §4.2 (absolute reward, RL learning-rate schedule),
+Finding 5 (the MnasNet reward needs a β sweep).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+import tunas_keras
+from tunas_keras.cost_models import get_cost_model
+from tunas_keras.search import REWARDS, Controller, Reinforce, Reward, rl_learning_rate
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("spaces", ["proxyless", "proxyless_enlarged", "mobilenet_v3_like"], "Search spaces.")
+flags.DEFINE_list("rewards", ["abs", "mnas", "mnas_hard"], "Rewards to simulate.")
+flags.DEFINE_list("betas", ["-0.1"], "β values for the `abs` and `mnas_hard` rewards.")
+flags.DEFINE_list("mnas_betas", ["-0.03", "-0.05", "-0.07", "-0.1", "-0.15"], "β sweep for the `mnas` reward.")
+flags.DEFINE_list("schedules", ["exponential", "constant"], "RL learning-rate schedules ('constant' runs abs only).")
+flags.DEFINE_integer("steps", 500, "Controller steps per run.")
+flags.DEFINE_integer("batch_size", 64, "Architectures sampled per step.")
+flags.DEFINE_float("base_learning_rate", 0.05, "Base RL learning rate.")
+flags.DEFINE_float("quality_slope", 0.05, "Slope of Q(α) in ln(MACs).")
+flags.DEFINE_float("noise", 0.01, "Standard deviation of the quality noise.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+
+QUALITY_OFFSET = 0.75
+REFERENCE_MACS_MILLIONS = 300.0
+CHUNKS = 20
+REWARD_NAMES = tuple(REWARDS)  # the run is split in chunks; the last 2 are the last 10 % of the steps
+
+
+class Simulator:
+    """Runs simulated searches in one space; the step graph is traced once and reused per run.
+
+    Args:
+      space: the search space.
+      steps: controller steps per run.
+      batch_size: architectures sampled per step.
+      quality_slope: slope of Q(α) in ln(MACs).
+      noise: standard deviation of the quality noise.
+    """
+
+    def __init__(self, space, steps: int, batch_size: int, quality_slope: float, noise: float):
+        self.space = space
+        self.steps = steps
+        self.latency = get_cost_model("pixel1", space)
+        self.macs = get_cost_model("macs", space)
+        self.controller = Controller(space)
+        self.reinforce = Reinforce(self.controller)
+        self.chunk = max(1, steps // CHUNKS)
+        self.batch_size = batch_size
+        self.quality_slope = quality_slope
+        self.noise = noise
+        # autograph=False: nothing here needs it, and converting the optimizer's code is slow.
+        self._run_chunk = tf.function(self._chunk, autograph=False)
+
+    def _step(self, step, total_cost, settings):
+        seed, reward_index, beta, base_learning_rate, exponential = settings
+        step_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, 0]), step)
+        sample_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+        indices = self.controller.sample(sample_seed, self.batch_size)
+        cost = self.latency.batch_cost(indices)
+        macs = self.macs.batch_cost(indices)
+        quality = QUALITY_OFFSET + self.quality_slope * tf.math.log(macs / REFERENCE_MACS_MILLIONS)
+        quality += self.noise * tf.random.stateless_normal([self.batch_size], seed=noise_seed)
+        target = tf.constant(self.space.target_latency)
+        # All rewards are computed and one is picked, so that one traced graph serves every run.
+        rewards = tf.stack([REWARDS[name](quality, cost, target, beta) for name in REWARD_NAMES])
+        learning_rate = tf.where(
+            exponential,
+            rl_learning_rate(step, self.steps, base_learning_rate, exponential=True),
+            rl_learning_rate(step, self.steps, base_learning_rate, exponential=False),
+        )
+        self.reinforce.step(indices, tf.gather(rewards, reward_index), learning_rate)
+        return step + 1, total_cost + tf.reduce_mean(cost)
+
+    def _chunk(self, start, settings):
+        _, total_cost = tf.while_loop(
+            lambda step, _: step < start + self.chunk,
+            lambda step, total: self._step(step, total, settings),
+            (start, tf.constant(0.0)),
+            parallel_iterations=1,
+        )
+        return total_cost / float(self.chunk)
+
+    def reset(self):
+        """Back to the initial state: uniform policy, empty baseline, fresh optimizer."""
+        reinforce = self.reinforce
+        state = [*self.controller.trainable_variables, *reinforce.optimizer.variables]
+        state += [reinforce.average, reinforce.average_weight, reinforce.learning_rate]
+        for variable in state:
+            variable.assign(tf.zeros_like(variable))
+
+    def run(self, reward: Reward, base_learning_rate: float, exponential: bool, seed: int) -> dict:
+        """One simulated search; returns the numbers of the table."""
+        self.reset()
+        settings = (
+            tf.constant(seed),
+            tf.constant(REWARD_NAMES.index(reward.name)),
+            tf.constant(reward.beta),
+            tf.constant(base_learning_rate, tf.float32),
+            tf.constant(exponential),
+        )
+        chunk_costs = [
+            float(self._run_chunk(tf.constant(start), settings)) for start in range(0, self.chunk * CHUNKS, self.chunk)
+        ]
+        most_likely = self.controller.most_likely_architecture()
+        most_likely_cost = self.latency.cost(most_likely)
+        return {
+            "mean_sampled_cost": float(np.mean(chunk_costs[-CHUNKS // 10 :])),
+            "most_likely_cost": most_likely_cost,
+            "most_likely_macs": self.macs.cost(most_likely),
+            "relative_error": abs(most_likely_cost / self.space.target_latency - 1.0),
+            "entropy": float(self.controller.entropy()),
+        }
+
+
+def run_configurations():
+    """(space, reward name, β, schedule) of the requested sweep."""
+    for space_name, schedule, reward_name in itertools.product(FLAGS.spaces, FLAGS.schedules, FLAGS.rewards):
+        if schedule == "constant" and reward_name != "abs":
+            continue
+        betas = FLAGS.mnas_betas if reward_name == "mnas" else FLAGS.betas
+        for beta in betas:
+            yield space_name, reward_name, float(beta), schedule
+
+
+def main(argv):
+    del argv
+    header = (
+        f"{'space':20s} {'reward':10s} {'beta':>6s} {'schedule':12s} {'mean sampled':>12s} "
+        f"{'most likely':>11s} {'|c/T0-1|':>8s} {'MACs(M)':>8s} {'entropy':>7s} {'time(s)':>7s}"
+    )
+    print(f"steps={FLAGS.steps} batch={FLAGS.batch_size} base_lr={FLAGS.base_learning_rate} "
+          f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
+          f"+ N(0, {FLAGS.noise}^2)")
+    print(header)
+    print("-" * len(header))
+    simulators = {}
+    for space_name, reward_name, beta, schedule in run_configurations():
+        space = tunas_keras.get_search_space(space_name)
+        if space_name not in simulators:
+            simulators[space_name] = Simulator(space, FLAGS.steps, FLAGS.batch_size, FLAGS.quality_slope, FLAGS.noise)
+        reward = Reward(reward_name, target=space.target_latency, beta=beta)
+        start = time.time()
+        result = simulators[space_name].run(reward, FLAGS.base_learning_rate, schedule == "exponential", FLAGS.seed)
+        print(
+            f"{space_name:20s} {reward_name:10s} {beta:6.2f} {schedule:12s} {result['mean_sampled_cost']:12.2f} "
+            f"{result['most_likely_cost']:11.2f} {result['relative_error']:8.2%} {result['most_likely_macs']:8.1f} "
+            f"{result['entropy']:7.2f} {time.time() - start:7.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)

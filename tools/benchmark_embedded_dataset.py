@@ -1,0 +1,128 @@
+"""Search-signal check of the embedded dataset: does a larger architecture beat a smaller one?
+
+Trains the smallest and the largest standalone architecture of a search space (default
+"proxyless": every kernel / expansion at its first choice and every skippable layer skipped,
+versus every choice at its maximum with no layer skipped) on the embedded data for the same
+number of steps, then prints both held-out ("valid") accuracies and their difference.
+
+    .venv/bin/python tools/benchmark_embedded_dataset.py --steps=400 --batch_size=32
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import tunas_keras  # noqa: E402
+from tunas_keras import datasets  # noqa: E402
+from tunas_keras.schema import iter_decisions  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("space", "proxyless", "Search space whose extreme architectures are compared.")
+flags.DEFINE_list(
+    "architectures",
+    ["smallest", "largest"],
+    "Architectures to train: 'smallest', 'largest' (of --space) or reference names (e.g. proxylessnas_mobile); "
+    "the difference printed is last minus first.",
+)
+flags.DEFINE_string("dataset", "embedded", "Dataset name (see tunas_keras.datasets.get_dataset).")
+flags.DEFINE_integer("image_size", 32, "Image size.")
+flags.DEFINE_integer("steps", 400, "Training steps per model.")
+flags.DEFINE_integer("batch_size", 32, "Training batch size.")
+flags.DEFINE_float("learning_rate", 4e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).")
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
+flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffling and the augmentation.")
+
+
+def _is_skip(choice) -> bool:
+    return type(choice).__name__ == "Zero"
+
+
+def extreme_indices(space, largest: bool) -> list[int]:
+    """Indices of the smallest (first choices, skippable layers skipped) or largest architecture.
+
+    Args:
+      space: a `SearchSpace`.
+      largest: pick each decision's last non-skip choice (True) or its first choice, skipping
+        every skippable layer (False).
+
+    Returns:
+      One index per decision, in the space's decision order.
+    """
+    indices = []
+    for decision in iter_decisions(space.spec):
+        choices = decision.choices
+        skip = [i for i, choice in enumerate(choices) if _is_skip(choice)]
+        keep = [i for i, choice in enumerate(choices) if not _is_skip(choice)]
+        if largest:
+            indices.append(keep[-1] if keep else len(choices) - 1)
+        else:
+            indices.append(skip[0] if skip else 0)
+    return indices
+
+
+def train_and_evaluate(architecture, data, steps: int, batch_size: int, seed: int) -> dict:
+    """Trains a standalone model for `steps` steps and returns its held-out accuracy and timings."""
+    keras.utils.set_random_seed(seed)
+    model = tunas_keras.build_model(
+        architecture, num_classes=data.num_classes, input_shape=(data.image_size, data.image_size, 3)
+    )
+    warmup_steps = steps // 10
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=steps - warmup_steps, warmup_target=FLAGS.learning_rate, warmup_steps=warmup_steps
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=FLAGS.label_smoothing),
+        metrics=["accuracy"],
+    )
+    one_hot = lambda images, labels: (images, tf.one_hot(labels, data.num_classes))  # noqa: E731
+    train = data.make("train", batch_size, training=True, seed=seed).map(one_hot)
+    valid = data.make("valid", 250, training=False, repeat=False).map(one_hot)
+    start = time.time()
+    history = model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
+    train_seconds = time.time() - start
+    _, accuracy = model.evaluate(valid, verbose=0)
+    return {
+        "params": model.count_params(),
+        "train_loss": history.history["loss"][-1],
+        "train_accuracy": history.history["accuracy"][-1],
+        "valid_accuracy": accuracy,
+        "seconds": train_seconds,
+    }
+
+
+def main(argv):
+    del argv
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    space = tunas_keras.get_search_space(FLAGS.space)
+    start = time.time()
+    data = datasets.get_dataset(FLAGS.dataset, image_size=FLAGS.image_size)
+    data.num_examples("train")
+    print(f"dataset {data.name}: {data.num_examples('train')} train / {data.num_examples('valid')} valid")
+    results = {}
+    for label in FLAGS.architectures:
+        if label in ("smallest", "largest"):
+            architecture = space.architecture(extreme_indices(space, largest=label == "largest"))
+        else:
+            architecture = tunas_keras.reference_architecture(label, space=FLAGS.space)
+        results[label] = train_and_evaluate(architecture, data, FLAGS.steps, FLAGS.batch_size, FLAGS.seed)
+        result = results[label]
+        print(
+            f"{label:20s} params={result['params']:>9,d} train_loss={result['train_loss']:.3f} "
+            f"train_acc={result['train_accuracy']:.3f} valid_acc={result['valid_accuracy']:.4f} "
+            f"({result['seconds']:.0f} s for {FLAGS.steps} steps)"
+        )
+    first, last = FLAGS.architectures[0], FLAGS.architectures[-1]
+    difference = results[last]["valid_accuracy"] - results[first]["valid_accuracy"]
+    print(f"valid accuracy: {last} - {first} = {difference:+.4f}  (total {time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    app.run(main)

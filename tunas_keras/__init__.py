@@ -9,6 +9,7 @@
 from tunas_keras.cost_models import estimate_cost, get_cost_model
 from tunas_keras.models.counters import Counts, count_model_macs, count_network
 from tunas_keras.models.standalone import build_backbone, build_model
+from tunas_keras.models.supernet import Supernet, build_supernet
 from tunas_keras.schema import Architecture, OneOf, SearchSpace
 
 __version__ = "0.1.0"
@@ -35,8 +36,10 @@ __all__ = [
     "Counts",
     "OneOf",
     "SearchSpace",
+    "Supernet",
     "build_backbone",
     "build_model",
+    "build_supernet",
     "count_model_macs",
     "count_network",
     "estimate_cost",

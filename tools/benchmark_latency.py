@@ -1,0 +1,120 @@
+"""Latency of a `.tflite` on this host (LiteRT), or on an Android phone over adb, with provenance.
+
+    python tools/benchmark_latency.py --model=/tmp/mnv2.tflite --num_threads=1 --runs=100
+    python tools/benchmark_latency.py --reference=mobilenet_v2 --quantization=int8 --json_output=lat.json
+    python tools/benchmark_latency.py --model=/tmp/mnv2.tflite --adb --num_threads=1   # Pixel + benchmark_model
+    python tools/benchmark_latency.py --compare_keras_mobilenet_v2 --threads=1,2       # ours vs keras.applications
+
+An architecture (--architecture / --indices + --space / --reference) is exported to a temporary
+directory first (see tools/export_tflite.py for the flags' meaning).
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from tunas_keras.export import tflite  # noqa: E402
+
+flags.DEFINE_string("model", None, "A .tflite file to time.")
+flags.DEFINE_string("architecture", None, "Path of an architecture.json, exported first.")
+flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space), exported first.")
+flags.DEFINE_string("space", None, "Search space of --indices.")
+flags.DEFINE_string("reference", None, "A reference model name, exported first.")
+flags.DEFINE_string("weights", None, "Trained weights for the exported model (latency does not depend on them).")
+flags.DEFINE_integer("num_classes", 1001, "Classifier outputs of the exported model.")
+flags.DEFINE_integer("image_size", 224, "Input resolution of the exported model.")
+flags.DEFINE_enum("quantization", "none", list(tflite.QUANTIZATIONS), "Quantisation of the exported model.")
+flags.DEFINE_string("dataset", "embedded", "Dataset for int8 calibration of the exported model.")
+flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
+flags.DEFINE_integer("warmup_runs", 10, "Untimed runs first.")
+flags.DEFINE_integer("runs", 50, "Timed runs.")
+flags.DEFINE_boolean("use_xnnpack", True, "Use the XNNPACK delegate (LiteRT's default on CPU).")
+flags.DEFINE_string("json_output", None, "Write the full result (with provenance) as JSON here.")
+flags.DEFINE_boolean("adb", False, "Time on an Android phone with adb + benchmark_model instead of the host.")
+flags.DEFINE_string("adb_serial", None, "adb -s serial.")
+flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model path on the phone.")
+flags.DEFINE_string("device_dir", "/data/local/tmp", "Where the model is pushed on the phone.")
+flags.DEFINE_boolean("compare_keras_mobilenet_v2", False, "Time our mobilenet_v2 against keras.applications.MobileNetV2.")
+flags.DEFINE_list("threads", ["1", "2"], "Thread counts of --compare_keras_mobilenet_v2.")
+flags.DEFINE_integer("rounds", 20, "Interleaved rounds of --compare_keras_mobilenet_v2.")
+flags.DEFINE_integer("runs_per_round", 5, "Runs per model per round of --compare_keras_mobilenet_v2.")
+FLAGS = flags.FLAGS
+
+
+def _model_path(workdir: str) -> str:
+    if FLAGS.model:
+        return FLAGS.model
+    from tunas_keras.export import pipeline, sources  # pylint: disable=import-outside-toplevel
+
+    architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)
+    result = pipeline.export_standalone(
+        architecture,
+        os.path.join(workdir, "model.tflite"),
+        quantization=FLAGS.quantization,
+        num_classes=FLAGS.num_classes,
+        image_size=FLAGS.image_size,
+        weights=FLAGS.weights,
+        dataset=FLAGS.dataset or None,
+    )
+    return result.model_path
+
+
+def _print_comparison(result: dict) -> None:
+    print(f"params: {result['params']}")
+    for name, ops in result["ops"].items():
+        print(f"ops {name}: {dict(sorted(ops.items()))}")
+    for num_threads, comparison in result["threads"].items():
+        for name, model in comparison["models"].items():
+            latency = model["latency_ms"]
+            print(f"threads={num_threads} {name:20s} min={latency['min']:.3f} median={latency['median']:.3f} "
+                  f"p90={latency['p90']:.3f} ms")
+        ratio = comparison["ratio_median"]["tunas_keras"]
+        spread = comparison["ratio_per_round"]["tunas_keras"]
+        print(f"threads={num_threads} ratio ours/keras (median) = {ratio:.4f}  per-round [min, median, max] = "
+              f"[{spread[0]:.3f}, {spread[1]:.3f}, {spread[2]:.3f}]")
+
+
+def _print_result(result: dict) -> None:
+    latency = result["latency_ms"]
+    print(json.dumps(result["provenance"], indent=2))
+    print("latency ms: " + "  ".join(f"{key}={value:.3f}" for key, value in latency.items()))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tunas_keras.export import adb, latency, pipeline  # pylint: disable=import-outside-toplevel
+
+    with tempfile.TemporaryDirectory() as workdir:
+        if FLAGS.compare_keras_mobilenet_v2:
+            result = pipeline.compare_with_keras_mobilenet_v2(
+                workdir, FLAGS.image_size, tuple(int(n) for n in FLAGS.threads), FLAGS.warmup_runs, FLAGS.rounds,
+                FLAGS.runs_per_round, FLAGS.use_xnnpack,
+            )
+            _print_comparison(result)
+        elif FLAGS.adb:
+            result = adb.run_adb_benchmark(
+                _model_path(workdir), num_threads=FLAGS.num_threads, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs,
+                use_xnnpack=FLAGS.use_xnnpack, serial=FLAGS.adb_serial, device_dir=FLAGS.device_dir,
+                benchmark_binary=FLAGS.benchmark_binary,
+            )
+            _print_result(result)
+        else:
+            result = latency.benchmark_tflite(
+                _model_path(workdir), FLAGS.num_threads, FLAGS.warmup_runs, FLAGS.runs, FLAGS.use_xnnpack
+            )
+            _print_result(result)
+    if FLAGS.json_output:
+        from tunas_keras.training.trainer import write_atomic  # pylint: disable=import-outside-toplevel
+
+        write_atomic(FLAGS.json_output, json.dumps(result, indent=2, default=str))
+        print(f"Wrote {FLAGS.json_output}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,70 @@
+"""Exports a standalone model to `.tflite` and writes its Keras-vs-TFLite parity report beside it.
+
+    python tools/export_tflite.py --reference=mobilenet_v2 --output=/tmp/mnv2.tflite
+    python tools/export_tflite.py --architecture=runs/search/architecture.json \
+        --weights=runs/train/model.weights.h5 --num_classes=10 --image_size=32 \
+        --quantization=int8 --output=runs/train/model_int8.tflite
+    python tools/export_tflite.py --indices=0:1:0:... --space=proxyless --quantization=int8 \
+        --qat_steps=500 --output=/tmp/qat.tflite        # quantisation-aware fine-tuning first
+
+Writes `X.tflite` and `X.parity.json` (max / mean |Keras - TFLite| of the logits and top-1
+agreement on a fixed held-out batch, plus the op list), both atomically.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from tunas_keras.export import tflite  # noqa: E402
+
+flags.DEFINE_string("architecture", None, "Path of an architecture.json (from tools/search.py).")
+flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space).")
+flags.DEFINE_string("space", None, "Search space of --indices.")
+flags.DEFINE_string("reference", None, "A reference model name, e.g. mobilenet_v2.")
+flags.DEFINE_string("weights", None, "Trained weights: model.weights.h5, a checkpoint prefix or a run directory.")
+flags.DEFINE_integer("num_classes", 1001, "Classifier outputs (must match --weights).")
+flags.DEFINE_integer("image_size", 224, "Input resolution.")
+flags.DEFINE_enum("quantization", "none", list(tflite.QUANTIZATIONS), "Quantisation mode.")
+flags.DEFINE_string("output", None, "Output .tflite path.", required=True)
+flags.DEFINE_string("dataset", "embedded", "tunas_keras.datasets name for calibration / parity / QAT; '' = synthetic.")
+flags.DEFINE_integer("num_calibration_images", tflite.DEFAULT_CALIBRATION_IMAGES, "int8 calibration images.")
+flags.DEFINE_integer("num_parity_images", 32, "Images of the parity batch.")
+flags.DEFINE_integer("qat_steps", 0, "Quantisation-aware fine-tuning steps before the int8 conversion (0 = PTQ).")
+flags.DEFINE_integer("qat_batch_size", 32, "QAT batch size.")
+flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT Adam learning rate.")
+flags.DEFINE_enum("converter", "concrete_function", list(tflite.CONVERTERS), "TFLite converter route.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tunas_keras.export import pipeline, sources  # pylint: disable=import-outside-toplevel
+
+    architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)
+    result = pipeline.export_standalone(
+        architecture,
+        FLAGS.output,
+        quantization=FLAGS.quantization,
+        num_classes=FLAGS.num_classes,
+        image_size=FLAGS.image_size,
+        weights=FLAGS.weights,
+        dataset=FLAGS.dataset or None,
+        num_calibration_images=FLAGS.num_calibration_images,
+        num_parity_images=FLAGS.num_parity_images,
+        qat_steps=FLAGS.qat_steps,
+        qat_batch_size=FLAGS.qat_batch_size,
+        qat_learning_rate=FLAGS.qat_learning_rate,
+        converter=FLAGS.converter,
+    )
+    parity = {key: value for key, value in result.parity.items() if key != "ops"}
+    print(json.dumps(parity, indent=2))
+    print(f"Wrote {result.model_path} ({result.size_bytes / 1e6:.2f} MB) and {result.parity_path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -39,7 +39,8 @@ class SearchConfig:
     strategy: str = "auto"
     model_dir: str = "runs/search"
     seed: int = 0
-    # Shared weights: RMSProp(decay 0.9, momentum 0.9, eps 1.0); lr = base × batch / 256.
+    # Shared weights: "rmsprop" is the reference (decay 0.9, momentum 0.9, eps 1.0); lr = base × batch / 256.
+    optimizer: str = "rmsprop"
     learning_rate: float = 0.165
     learning_rate_warmup_fraction: float = 0.025
     label_smoothing: float = 0.1
@@ -77,6 +78,7 @@ class TrainConfig:
     strategy: str = "auto"
     model_dir: str = "runs/train"
     seed: int = 0
+    optimizer: str = "rmsprop"
     learning_rate: float = 0.165
     learning_rate_warmup_fraction: float = 0.025
     label_smoothing: float = 0.1

@@ -52,3 +52,28 @@ def warmup_probability(step, total_steps: int, warmup_fraction: float = 0.25):
     step = tf.cast(step, tf.float32)
     warmup_steps = max(warmup_fraction * total_steps, 1.0)
     return tf.clip_by_value(1.0 - step / warmup_steps, 0.0, 1.0)
+
+
+def _rmsprop(learning_rate):
+    # The legacy RMSprop applies epsilon inside the square root, as the reference (TF1) optimizer.
+    return keras.optimizers.legacy.RMSprop(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1.0)
+
+
+OPTIMIZERS = {
+    "rmsprop": _rmsprop,  # the reference recipe
+    "adam": lambda learning_rate: keras.optimizers.legacy.Adam(learning_rate=learning_rate),
+    "sgd": lambda learning_rate: keras.optimizers.legacy.SGD(learning_rate=learning_rate, momentum=0.9),
+}
+
+
+def make_optimizer(name: str, base_learning_rate: float, batch_size: int, total_steps: int, warmup_fraction: float):
+    """The weight optimizer with the warmup + cosine schedule at `base × batch / 256`.
+
+    `rmsprop` is the reference recipe (decay 0.9, momentum 0.9, ε 1.0, tuned for long ImageNet
+    runs with large batches); `adam` and `sgd` (momentum 0.9) help short runs on small data.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Invalid value for argument `optimizer`. Expected one of {sorted(OPTIMIZERS)}. Received: {name!r}")
+    peak = scaled_learning_rate(base_learning_rate, batch_size)
+    schedule = WarmupCosine(peak, total_steps, int(warmup_fraction * total_steps))
+    return OPTIMIZERS[name](schedule)

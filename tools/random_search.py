@@ -1,0 +1,35 @@
+"""The random-search baseline: rejection-sample N architectures within T0 ± 1 ms, train each,
+keep the validation-best (paper §3.2).
+
+    python tools/random_search.py --space=proxyless --num_samples=10 --steps=300 --model_dir=runs/random
+
+Writes samples.json, model_NNN/ (one training run each), summary.json, summary.csv and
+best_architecture.json. Restarting the same command resumes with the unfinished models.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from tunas_keras.training import config as config_lib  # noqa: E402
+from tunas_keras.training.random_search import RandomSearchConfig, run_random_search  # noqa: E402
+
+config_lib.define_flags_for(RandomSearchConfig, flags)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    summary = run_random_search(config_lib.config_from_flags(RandomSearchConfig, FLAGS))
+    for row in summary["models"]:
+        print(f"model {row['model']:3d}  cost {row['cost']:7.2f}  valid top-1 {100 * row['valid_top1']:6.2f} %")
+    best = summary["best"]
+    print(f"Best: model {best['model']} ({best['cost']:.2f} ms, {100 * best['valid_top1']:.2f} %)")
+
+
+if __name__ == "__main__":
+    app.run(main)

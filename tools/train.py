@@ -1,0 +1,46 @@
+"""Trains and evaluates a standalone architecture with the reference recipe (design.md §6).
+
+    python tools/train.py --architecture=runs/search/architecture.json            # a searched model
+    python tools/train.py --reference=mobilenet_v2 --protocol=test                 # a reference model
+    python tools/train.py --indices=0:1:0:... --space=proxyless --steps=2000
+    python tools/train.py --architecture=runs/search/architecture.json --init_from_supernet=runs/search
+
+Every field of `tunas_keras.training.config.TrainConfig` is a flag; `--config` loads a JSON/YAML
+file. Killed runs resume when restarted with the same command.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from tunas_keras.training import config as config_lib  # noqa: E402
+
+config_lib.define_flags_for(config_lib.TrainConfig, flags)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tunas_keras.training.train import run_training  # pylint: disable=import-outside-toplevel
+
+    config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
+    try:
+        result = run_training(config)
+    except FloatingPointError as error:
+        print(f"Training stopped: {error}", file=sys.stderr)
+        return 1
+    print()
+    print(
+        f"{result['eval_split']}: top-1 {100 * result['top1']:.2f} %  top-5 {100 * result['top5']:.2f} %  "
+        f"({result['eval_examples']} examples, {result['steps']} steps, {result['epochs']:.1f} epochs)"
+    )
+    print(f"Weights: {os.path.join(config.model_dir, 'model.weights.h5')}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

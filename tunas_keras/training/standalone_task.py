@@ -1,0 +1,228 @@
+"""Standalone training of one architecture as a `Task` (design.md §6), plus evaluation.
+
+`--protocol=valid`: train on the training part, evaluate on the held-out part (the numbers the
+random-search baseline and the search compare on). `--protocol=test`: train on the whole
+training split, evaluate on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import search_spaces
+from tunas_keras import datasets
+from tunas_keras.models.standalone import build_model
+from tunas_keras.schema import Architecture
+from tunas_keras.training import schedules
+from tunas_keras.training.config import TrainConfig
+from tunas_keras.training.search_task import classification_loss, top1_accuracy, total_steps_for
+from tunas_keras.training.trainer import Task, write_atomic
+
+PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
+LONG_TRAINING_EPOCHS = 150
+
+
+def resolve_architecture(config: TrainConfig):
+    """The architecture named by exactly one of --architecture, --indices (+ --space), --reference."""
+    given = [name for name in ("architecture", "indices", "reference") if getattr(config, name)]
+    if len(given) != 1:
+        raise ValueError(
+            "Invalid arguments: expected exactly one of `architecture` (JSON path), `indices` (with `space`) or "
+            f"`reference`. Received: {given or 'none'}"
+        )
+    if config.architecture:
+        if not os.path.isfile(config.architecture):
+            raise FileNotFoundError(
+                f"Invalid value for argument `architecture`. Expected an architecture JSON file. "
+                f"Received: {config.architecture!r} (no such file)"
+            )
+        with open(config.architecture) as handle:
+            return Architecture.from_json(handle.read())
+    if config.indices:
+        if not config.space:
+            raise ValueError("Invalid arguments: `indices` needs `space`. Received: space=None")
+        return search_spaces.get_search_space(config.space).parse(config.indices)
+    return config.reference
+
+
+def default_dropout_rate(epochs: float, architecture) -> float:
+    """0 below 150 epochs, else 0.15 (0.25 for MobileNetV3-like networks), as the reference."""
+    if epochs < LONG_TRAINING_EPOCHS:
+        return 0.0
+    mobilenet_v3 = architecture == "mobilenet_v3_large" or getattr(architecture, "space", "") == "mobilenet_v3_like"
+    return 0.25 if mobilenet_v3 else 0.15
+
+
+def kernel_l2(model: keras.Model):
+    """Sum of squared convolution, depthwise and dense kernels (batch norm and biases excluded)."""
+    kernels = [v for v in model.trainable_variables if "kernel" in v.name]
+    return tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
+
+
+class StandaloneTask(Task):
+    """Trains `build_model(architecture)` with the reference recipe."""
+
+    def __init__(self, config: TrainConfig):
+        if config.protocol not in PROTOCOLS:
+            raise ValueError(
+                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. Received: {config.protocol!r}"
+            )
+        self.config = config
+        self.architecture = resolve_architecture(config)
+        self.data = datasets.get_dataset(
+            config.dataset,
+            image_size=config.image_size,
+            seed=config.seed,
+            held_out_fraction=config.held_out_fraction,
+            data_dir=config.data_dir,
+        )
+        self.train_split, self.eval_split = PROTOCOLS[config.protocol]
+        examples = self.data.num_examples(self.train_split)
+        self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
+        self.epochs = self.total_steps * config.batch_size / examples
+        self.dropout_rate = (
+            config.dropout_rate if config.dropout_rate is not None else default_dropout_rate(self.epochs, self.architecture)
+        )
+
+    def build(self, strategy: tf.distribute.Strategy) -> None:
+        config = self.config
+        self.num_replicas = strategy.num_replicas_in_sync
+        self.model = build_model(
+            self.architecture,
+            num_classes=self.data.num_classes,
+            input_shape=(config.image_size, config.image_size, 3),
+            dropout_rate=self.dropout_rate,
+        )
+        if config.init_from_supernet:
+            copy_weights_from_supernet(self.model, self.architecture, config.init_from_supernet)
+        self.optimizer = schedules.make_optimizer(
+            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.learning_rate_warmup_fraction,
+        )
+        self.averages = None
+        if config.weight_ema:
+            self.averages = [
+                tf.Variable(v, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="ema")
+                for v in self.model.variables
+            ]
+
+    def checkpoint_items(self) -> dict:
+        items = {"model": self.model, "optimizer": self.optimizer}
+        if self.averages is not None:
+            items["weight_averages"] = self.averages
+        return items
+
+    def dataset_fn(self, start_step: int):
+        def make(input_context):
+            dataset = self.data.make(
+                self.train_split, self.config.batch_size, training=True, seed=self.config.seed, input_context=input_context
+            )
+            return dataset.skip(start_step)
+
+        return make
+
+    def replica_step(self, inputs, step) -> dict:
+        images, labels = inputs
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
+            loss = cross_entropy + self.config.weight_decay * kernel_l2(self.model)
+            scaled = loss / self.num_replicas  # optimizers sum gradients across replicas
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        if self.averages is not None:
+            decay = self.config.weight_ema
+            for average, variable in zip(self.averages, self.model.variables):
+                average.assign(decay * average + (1.0 - decay) * variable)
+        return {"loss": loss, "cross_entropy": cross_entropy, "train_accuracy": top1_accuracy(labels, logits)}
+
+    def progress_values(self, metrics: dict) -> list:
+        return [("loss", metrics["loss"]), ("train_accuracy", metrics["train_accuracy"])]
+
+    def finalize(self, model_dir: str, history: list) -> dict:
+        if self.averages is not None:
+            for average, variable in zip(self.averages, self.model.variables):
+                variable.assign(average)
+        metrics = evaluate(self.model, self.data, self.eval_split, self.config.batch_size, self.config.eval_batches)
+        self.model.save_weights(os.path.join(model_dir, "model.weights.h5"))
+        architecture = self.architecture
+        result = {
+            "architecture": architecture.to_dict() if isinstance(architecture, Architecture) else {"reference": architecture},
+            "protocol": self.config.protocol,
+            "eval_split": self.eval_split,
+            "steps": self.total_steps,
+            "epochs": self.epochs,
+            "dropout_rate": self.dropout_rate,
+            "params": int(self.model.count_params()),
+            **metrics,
+            "final_train_loss": history[-1]["loss"] if history else None,
+            "config": dataclasses.asdict(self.config),
+        }
+        write_atomic(os.path.join(model_dir, "train_result.json"), json.dumps(result, indent=2))
+        return result
+
+
+def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches: Optional[int] = None) -> dict:
+    """Top-1 / top-5 accuracy and mean loss of `model` on one pass over `split`."""
+    dataset = data.make(split, batch_size, training=False, repeat=False)
+    if max_batches:
+        dataset = dataset.take(max_batches)
+
+    @tf.function
+    def batch_stats(images, labels):
+        logits = model(images, training=False)
+        labels = tf.cast(labels, tf.int32)
+        top5 = tf.math.in_top_k(labels, logits, k=min(5, int(logits.shape[-1])))
+        loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        top1 = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+        return tf.reduce_sum(tf.cast(top1, tf.float32)), tf.reduce_sum(tf.cast(top5, tf.float32)), tf.reduce_sum(loss)
+
+    totals = np.zeros(3)
+    count = 0
+    for images, labels in dataset:
+        totals += [float(value) for value in batch_stats(images, labels)]
+        count += int(labels.shape[0])
+    if count == 0:
+        raise ValueError(f"Invalid evaluation: split {split!r} yielded no examples.")
+    return {"top1": totals[0] / count, "top5": totals[1] / count, "eval_loss": totals[2] / count, "eval_examples": count}
+
+
+def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
+    """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
+    from tunas_keras.models.supernet import build_supernet  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(architecture, Architecture):
+        raise ValueError(
+            "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
+            f"start from supernet weights. Received a reference name: {architecture!r}"
+        )
+    config_path = os.path.join(search_dir, "config.json")
+    checkpoint_path = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
+    if not os.path.isfile(config_path) or checkpoint_path is None:
+        raise ValueError(
+            "Invalid value for argument `init_from_supernet`. Expected a search model_dir with config.json and "
+            f"checkpoints/. Received: {search_dir!r}"
+        )
+    with open(config_path) as handle:
+        search_config = json.load(handle)
+    if search_spaces.get_search_space(search_config["space"]).name != architecture.space:
+        raise ValueError(
+            f"Invalid value for argument `init_from_supernet`: the search used space {search_config['space']!r}, "
+            f"the architecture is of space {architecture.space!r}."
+        )
+    input_shape = tuple(model.input_shape[1:])
+    supernet = build_supernet(architecture.space, num_classes=int(model.output_shape[-1]), input_shape=input_shape)
+    from tunas_keras import masks  # pylint: disable=import-outside-toplevel
+
+    supernet(tf.zeros((1,) + input_shape), masks.uniform_masks(supernet.space), training=False)
+    tf.train.Checkpoint(supernet=supernet).restore(checkpoint_path).expect_partial()
+    child = supernet.extract_child(architecture, input_shape=input_shape)
+    model.set_weights(child.get_weights())

@@ -31,9 +31,9 @@ class SearchConfig:
     reward: str = "abs"
     beta: float = -0.1
     cost_model: str = "pixel1"
-    steps: Optional[int] = 300
+    steps: Optional[int] = 120
     epochs: Optional[float] = None  # overrides `steps` when set
-    batch_size: int = 64
+    batch_size: int = 32
     validation_batch_multiplier: int = 4
     image_size: int = 32
     strategy: str = "auto"
@@ -54,8 +54,8 @@ class SearchConfig:
     op_warmup: bool = True
     filter_warmup: bool = True
     warmup_fraction: float = 0.25
-    checkpoint_every: int = 50
-    summary_every: int = 10
+    checkpoint_every: int = 30
+    summary_every: int = 5
     progress_bar: bool = True
 
 

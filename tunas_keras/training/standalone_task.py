@@ -144,8 +144,7 @@ class StandaloneTask(Task):
                 average.assign(decay * average + (1.0 - decay) * variable)
         return {"loss": loss, "cross_entropy": cross_entropy, "train_accuracy": top1_accuracy(labels, logits)}
 
-    def progress_values(self, metrics: dict) -> list:
-        return [("loss", metrics["loss"]), ("train_accuracy", metrics["train_accuracy"])]
+    progress_names = ("loss", "train_accuracy")
 
     def finalize(self, model_dir: str, history: list) -> dict:
         if self.averages is not None:

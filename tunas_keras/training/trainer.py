@@ -112,8 +112,10 @@ class Task(abc.ABC):
     def write_summaries(self, step: int) -> None:
         """Extra summaries (host side), called inside the trainer's summary writer context."""
 
+    progress_names: tuple = ("loss",)
+
     def progress_values(self, metrics: dict) -> list:
-        return [(key, metrics[key]) for key in ("loss",) if key in metrics]
+        return [(key, metrics[key]) for key in self.progress_names if key in metrics]
 
     def finalize(self, model_dir: str, history: list) -> dict:
         return {}
@@ -193,7 +195,10 @@ class Trainer:
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
         writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
-        progress = keras.utils.Progbar(self.task.total_steps, initial=start) if self.progress_bar else None
+        # Stateful: show each value as of the current step (Keras would average them over steps).
+        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names) if self.progress_bar else None
+        if progress is not None and start:
+            progress.update(start)
         started = time.time()
         last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
         for current in range(start + 1, last + 1):

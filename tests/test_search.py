@@ -1,0 +1,110 @@
+"""The search end to end on the embedded data: every space, RL delay, resume, multi-replica, errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tunas_keras
+from tests.conftest import SPACE_NAMES
+from tunas_keras.training.config import SearchConfig
+from tunas_keras.training.search import run_search
+
+# Tracing the supernet's training step takes minutes on a 2-core CPU (see docs/benchmarks.md), so
+# whole searches run in `make test-slow`, not in the default suite.
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(tmp_path, **overrides):
+    values = dict(
+        steps=12, batch_size=8, validation_batch_multiplier=2, image_size=32, model_dir=str(tmp_path / "search"),
+        progress_bar=False, summary_every=1, checkpoint_every=4, rl_learning_rate=2.0,
+    )
+    values.update(overrides)
+    return SearchConfig(**values)
+
+
+@pytest.mark.parametrize("space_name", SPACE_NAMES)
+def test_short_search_writes_architecture_and_moves_only_after_rl_delay(tmp_path, space_name):
+    result = run_search(_config(tmp_path, space=space_name))
+    stored = json.load(open(tmp_path / "search" / "architecture.json"))
+    space = tunas_keras.get_search_space(space_name)
+    architecture = tunas_keras.Architecture.from_dict(stored)
+    assert architecture.space == space.name and len(architecture.indices) == space.num_decisions
+    assert stored["cost"] == pytest.approx(tunas_keras.estimate_cost(architecture), abs=1e-3)
+    assert stored["target_latency"] == space.target_latency
+    assert result["indices"] == stored["indices"]
+    history = json.load(open(tmp_path / "search" / "history.json"))
+    entropies = [entry["entropy"] for entry in history]
+    delay = int(0.25 * 12)
+    # Uniform policy (maximal entropy) while the RL learning rate is 0, then the policy moves.
+    assert all(entry["rl_learning_rate"] == 0.0 for entry in history[:delay])
+    np.testing.assert_allclose(entropies[: delay + 1], entropies[0], rtol=1e-6)
+    assert entropies[-1] < entropies[0] - 1e-3
+    assert all(entry["warmup_probability"] >= history[i + 1]["warmup_probability"] for i, entry in enumerate(history[:-1]))
+    log = json.load(open(tmp_path / "search" / "search_log.json"))
+    assert len(log["final_probabilities"]) == space.num_decisions
+    assert (tmp_path / "search" / "report.png").stat().st_size > 10_000
+    assert os.listdir(tmp_path / "search" / "summaries")
+
+
+def test_interrupted_search_ends_with_the_same_architecture(tmp_path):
+    full = run_search(_config(tmp_path, model_dir=str(tmp_path / "full")))
+    stopped = run_search(_config(tmp_path, model_dir=str(tmp_path / "split")), stop_after=5)
+    assert stopped == {"stopped_at": 5}
+    resumed = run_search(_config(tmp_path, model_dir=str(tmp_path / "split")))
+    assert resumed["resumed_from_step"] == 5
+    assert resumed["indices"] == full["indices"]
+    full_log = json.load(open(tmp_path / "full" / "search_log.json"))
+    resumed_log = json.load(open(tmp_path / "split" / "search_log.json"))
+    np.testing.assert_allclose(
+        np.concatenate(resumed_log["final_probabilities"]), np.concatenate(full_log["final_probabilities"]), atol=1e-5
+    )
+
+
+def test_multi_replica_search_on_logical_cpus(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {REPO!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tunas_keras.training.config import SearchConfig
+        from tunas_keras.training.search import run_search
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        config = SearchConfig(steps=6, batch_size=8, validation_batch_multiplier=2, image_size=32,
+                              model_dir={str(tmp_path / "mirrored")!r}, progress_bar=False, summary_every=1)
+        result = run_search(config, strategy=strategy)
+        print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync, "indices": result["indices"]}}))
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")][-1]
+    result = json.loads(line[len("RESULT ") :])
+    assert result["replicas"] == 2
+    assert len(result["indices"]) == 73
+    history = json.load(open(tmp_path / "mirrored" / "history.json"))
+    assert len(history) == 6 and all(np.isfinite(entry["loss"]) for entry in history)
+
+
+def test_search_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"Received: .*'no_such_dataset'"):
+        run_search(_config(tmp_path, dataset="no_such_dataset"))
+    empty = tmp_path / "folder"
+    (empty / "only_class").mkdir(parents=True)
+    with pytest.raises(ValueError, match="2"):
+        run_search(_config(tmp_path, dataset=f"folder:{empty}"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"`model_dir`. Expected a writable directory"):
+        run_search(_config(tmp_path, model_dir=str(blocker / "sub")))
+    with pytest.raises(ValueError, match=r"beta"):
+        run_search(_config(tmp_path, beta=0.5))

@@ -16,7 +16,33 @@ ConfigT = TypeVar("ConfigT")
 
 
 @dataclasses.dataclass
-class SearchConfig:
+class RunConfig:
+    """Fields shared by every training run: data, schedule, weight optimizer, bookkeeping."""
+
+    dataset: str = "embedded"
+    data_dir: Optional[str] = None
+    held_out_fraction: float = 0.1
+    steps: Optional[int] = 300
+    epochs: Optional[float] = None  # overrides `steps` when set
+    batch_size: int = 64
+    image_size: int = 32
+    strategy: str = "auto"
+    model_dir: str = "runs/run"
+    seed: int = 0
+    # "rmsprop" is the reference (decay 0.9, momentum 0.9, eps 1.0); lr = base × batch / 256 with
+    # linear warmup then cosine.
+    optimizer: str = "rmsprop"
+    learning_rate: float = 0.165
+    learning_rate_warmup_fraction: float = 0.025
+    label_smoothing: float = 0.1
+    weight_decay: float = 4e-5
+    checkpoint_every: int = 100
+    summary_every: int = 10
+    progress_bar: bool = True
+
+
+@dataclasses.dataclass
+class SearchConfig(RunConfig):
     """Everything that defines a TuNAS search run (paper §4, design.md §4–§7).
 
     The defaults are the embedded offline demo (a few minutes on 2 CPU cores). The paper's
@@ -24,29 +50,16 @@ class SearchConfig:
     """
 
     space: str = "proxyless"
-    dataset: str = "embedded"
-    data_dir: Optional[str] = None
-    held_out_fraction: float = 0.1
     target_latency: Optional[float] = None  # ms; None: the space's default (84 / 57)
     reward: str = "abs"
     beta: float = -0.1
     cost_model: str = "pixel1"
     steps: Optional[int] = 120
-    epochs: Optional[float] = None  # overrides `steps` when set
     batch_size: int = 32
     validation_batch_multiplier: int = 4
-    image_size: int = 32
-    strategy: str = "auto"
     model_dir: str = "runs/search"
-    seed: int = 0
-    # Shared weights: "rmsprop" is the reference (decay 0.9, momentum 0.9, eps 1.0); lr = base × batch / 256.
-    optimizer: str = "rmsprop"
-    learning_rate: float = 0.165
-    learning_rate_warmup_fraction: float = 0.025
-    label_smoothing: float = 0.1
-    weight_decay: float = 4e-5
     # Controller: Adam(0, 0.999, 1e-8); lr = base × batch / 256, 0 for the first 25 %, then × 10^progress.
-    # The reference uses base 3e-4 over ~27k steps; a run of a few hundred steps needs a larger base
+    # The reference uses base 3e-4 over ~27k steps; a run of a hundred steps needs a larger base
     # for the policy to move as far, hence the demo default.
     rl_learning_rate: float = 0.1
     rl_delay_fraction: float = 0.25
@@ -56,40 +69,22 @@ class SearchConfig:
     warmup_fraction: float = 0.25
     checkpoint_every: int = 30
     summary_every: int = 5
-    progress_bar: bool = True
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """A standalone training run (design.md §6)."""
 
     architecture: Optional[str] = None  # path of an architecture.json
     indices: Optional[str] = None
     space: Optional[str] = None
     reference: Optional[str] = None
-    dataset: str = "embedded"
-    data_dir: Optional[str] = None
-    held_out_fraction: float = 0.1
     protocol: str = "valid"
-    steps: Optional[int] = 300
-    epochs: Optional[float] = None
-    batch_size: int = 64
-    image_size: int = 32
-    strategy: str = "auto"
     model_dir: str = "runs/train"
-    seed: int = 0
-    optimizer: str = "rmsprop"
-    learning_rate: float = 0.165
-    learning_rate_warmup_fraction: float = 0.025
-    label_smoothing: float = 0.1
-    weight_decay: float = 4e-5
     dropout_rate: Optional[float] = None  # None: 0 below 150 epochs, else 0.15 (0.25 MobileNetV3-like)
     weight_ema: Optional[float] = None
     init_from_supernet: Optional[str] = None
-    checkpoint_every: int = 100
-    summary_every: int = 10
     eval_batches: Optional[int] = None
-    progress_bar: bool = True
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

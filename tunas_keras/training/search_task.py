@@ -44,6 +44,17 @@ def total_steps_for(steps: Optional[int], epochs: Optional[float], num_examples:
     return int(steps)
 
 
+def dataset_from_config(config):
+    """The dataset named by a run config's `dataset`, `image_size`, `seed`, ... fields."""
+    return datasets.get_dataset(
+        config.dataset,
+        image_size=config.image_size,
+        seed=config.seed,
+        held_out_fraction=config.held_out_fraction,
+        data_dir=config.data_dir,
+    )
+
+
 def classification_loss(labels, logits, label_smoothing: float):
     """Mean softmax cross-entropy with label smoothing over the replica's batch."""
     one_hot = tf.one_hot(labels, tf.shape(logits)[-1])
@@ -66,13 +77,7 @@ class SearchTask(Task):
         self.target_latency = config.target_latency or self.space.target_latency
         self.reward = rewards.get_reward(config.reward, beta=config.beta, target=self.target_latency)
         self.cost_model = cost_models.get_cost_model(config.cost_model, self.space)
-        self.data = datasets.get_dataset(
-            config.dataset,
-            image_size=config.image_size,
-            seed=config.seed,
-            held_out_fraction=config.held_out_fraction,
-            data_dir=config.data_dir,
-        )
+        self.data = dataset_from_config(config)
         self.total_steps = total_steps_for(
             config.steps, config.epochs, self.data.num_examples("train"), config.batch_size
         )

@@ -17,12 +17,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 import search_spaces
-from tunas_keras import datasets
 from tunas_keras.models.standalone import build_model
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.search_task import classification_loss, top1_accuracy, total_steps_for
+from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy
+from tunas_keras.training.search_task import total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
@@ -76,13 +76,7 @@ class StandaloneTask(Task):
             )
         self.config = config
         self.architecture = resolve_architecture(config)
-        self.data = datasets.get_dataset(
-            config.dataset,
-            image_size=config.image_size,
-            seed=config.seed,
-            held_out_fraction=config.held_out_fraction,
-            data_dir=config.data_dir,
-        )
+        self.data = dataset_from_config(config)
         self.train_split, self.eval_split = PROTOCOLS[config.protocol]
         examples = self.data.num_examples(self.train_split)
         self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)

@@ -14,6 +14,7 @@ so a run killed while saving resumes from the previous checkpoint.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import math
 import os
@@ -245,6 +246,21 @@ class Trainer:
 
     def _save_history(self, history: list) -> None:
         write_atomic(self._history_path(), json.dumps(history, default=_to_json_number))
+
+
+def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None) -> dict:
+    """Runs `task` with the trainer settings of `config` (a run config dataclass)."""
+    trainer = Trainer(
+        task,
+        model_dir=config.model_dir,
+        config=dataclasses.asdict(config),
+        strategy=strategy or create_strategy(config.strategy),
+        checkpoint_every=config.checkpoint_every,
+        summary_every=config.summary_every,
+        progress_bar=config.progress_bar,
+        stop_after=stop_after,
+    )
+    return trainer.run()
 
 
 def _to_json_number(value):

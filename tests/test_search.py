@@ -85,7 +85,7 @@ def test_multi_replica_search_on_logical_cpus(tmp_path):
         print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync, "indices": result["indices"]}}))
         """
     )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=2400)
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")][-1]
     result = json.loads(line[len("RESULT ") :])

@@ -19,13 +19,13 @@ import search_spaces
 from tunas_keras.cost_models import get_cost_model
 from tunas_keras.cost_models.sampling import sample_architectures
 from tunas_keras.training import train as train_lib
-from tunas_keras.training.config import TrainConfig
+from tunas_keras.training.config import RunConfig, TrainConfig
 from tunas_keras.training.trainer import check_config_compatible, prepare_model_dir, write_atomic
 
 
 @dataclasses.dataclass
-class RandomSearchConfig:
-    """Sampling window plus the training fields shared with `TrainConfig`."""
+class RandomSearchConfig(RunConfig):
+    """Sampling window; the `RunConfig` fields configure the training of every sampled model."""
 
     space: str = "proxyless"
     target_latency: Optional[float] = None  # None: the space's default (84 / 57 ms)
@@ -33,15 +33,6 @@ class RandomSearchConfig:
     cost_model: str = "pixel1"
     num_samples: int = 10
     model_dir: str = "runs/random_search"
-    dataset: str = "embedded"
-    data_dir: Optional[str] = None
-    held_out_fraction: float = 0.1
-    steps: Optional[int] = 300
-    epochs: Optional[float] = None
-    batch_size: int = 64
-    image_size: int = 32
-    strategy: str = "auto"
-    seed: int = 0
     eval_batches: Optional[int] = None
     progress_bar: bool = False
 

@@ -96,7 +96,6 @@ class SearchTask(Task):
         self.controller = Controller(self.space)
         self.rl_base_learning_rate = schedules.scaled_learning_rate(config.rl_learning_rate, config.batch_size)
         self.reinforce = Reinforce(self.controller, entropy_weight=config.entropy_weight)
-        self.warmup = masks.WarmupDropout(self.space)
 
     def checkpoint_items(self) -> dict:
         return {
@@ -118,11 +117,10 @@ class SearchTask(Task):
 
         return make
 
-    def _seeds(self, step):
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        base = tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed
-        replica = tf.cast(replica, tf.int64)
-        return tf.stack([base, replica]), tf.stack([base + 1, replica])
+    def _seed(self, step):
+        """Stateless seed of this step and replica (so a resumed run draws what an uninterrupted one draws)."""
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, replica])
 
     def _weight_step(self, images, labels, step_masks):
         variables = self.supernet.trainable_variables
@@ -138,15 +136,14 @@ class SearchTask(Task):
 
     def replica_step(self, inputs, step) -> dict:
         (train_images, train_labels), (valid_images, valid_labels) = inputs
-        sample_seed, warmup_seed = self._seeds(step)
-        indices = self.controller.sample(sample_seed)
-        one_hot = masks.one_hot_masks(self.space, indices)
         probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
-        step_masks = self.warmup(one_hot, op_probability, filter_probability, warmup_seed)
+        indices, step_masks = self.controller.sample_masks(self._seed(step), op_probability, filter_probability)
         loss, cross_entropy, train_accuracy = self._weight_step(train_images, train_labels, step_masks)
 
+        # The reward scores the sampled architecture itself (no warmup replacement).
+        one_hot = masks.one_hot_masks(self.space, indices)
         quality = top1_accuracy(valid_labels, self.supernet(valid_images, one_hot, training=False))
         cost = self.cost_model.batch_cost(indices[tf.newaxis])[0]
         reward = self.reward(quality, cost)
@@ -173,7 +170,7 @@ class SearchTask(Task):
         return architecture, float(self.cost_model.cost(architecture))
 
     def write_summaries(self, step: int) -> None:
-        architecture, cost = self.most_likely()
+        _, cost = self.most_likely()
         tf.summary.scalar("most_likely/cost", cost)
         tf.summary.scalar("most_likely/cost_ratio", cost / self.target_latency)
         for position, (decision, probabilities) in enumerate(zip(self.space.decisions, self.controller.probabilities())):
@@ -185,7 +182,6 @@ class SearchTask(Task):
             tf.summary.scalar(name + "/entropy", entropy)
             for choice, value in enumerate(values):
                 tf.summary.scalar(f"{name}/p{choice}", float(value))
-        del architecture
 
     progress_names = ("loss", "valid_accuracy", "cost", "most_likely_cost")
 

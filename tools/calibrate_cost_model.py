@@ -1,0 +1,76 @@
+"""Fits a linear latency model (Pixel-1 feature layout) to measured latencies of sampled architectures.
+
+    python tools/calibrate_cost_model.py --output_dir=runs/calibration              # this host, LiteRT
+    python tools/calibrate_cost_model.py --output_dir=runs/pixel --adb --num_threads=1  # a phone over adb
+    python tools/calibrate_cost_model.py --output_dir=runs/calibration --fit_only --statistic=min
+    python tools/search.py --cost_model=runs/calibration/cost_model.json ...
+
+Measurements are cached in <output_dir>/measurements.jsonl: rerunning the same command after a
+kill measures only what is missing. Writes the cost model (--output), calibration_report.json
+and calibration.png (predicted vs measured, training and held-out architectures).
+See `tunas_keras.cost_models.calibration`.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from tunas_keras.cost_models import calibration  # noqa: E402
+from tunas_keras.export import tflite  # noqa: E402
+
+flags.DEFINE_string("space", "proxyless", "Search space to calibrate.")
+flags.DEFINE_string("output_dir", None, "Measurement cache, report and plot go here.", required=True)
+flags.DEFINE_string("output", None, "The cost-model JSON (default <output_dir>/cost_model.json).")
+flags.DEFINE_integer("num_train", 200, "Uniformly sampled training architectures (plus smallest and largest).")
+flags.DEFINE_integer("num_heldout", 50, "Uniformly sampled held-out architectures (>= 2).")
+flags.DEFINE_boolean("include_extremes", True, "Add the smallest and the largest architecture to the training set.")
+flags.DEFINE_integer("seed", 0, "Sampling seed (same seed, same architectures).")
+flags.DEFINE_integer("image_size", 224, "Input resolution of the exported models.")
+flags.DEFINE_integer("num_classes", 1001, "Classifier outputs of the exported models.")
+flags.DEFINE_enum("quantization", "none", list(tflite.QUANTIZATIONS), "Quantisation of the exported models.")
+flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
+flags.DEFINE_boolean("use_xnnpack", True, "Use the XNNPACK delegate.")
+flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing each model.")
+flags.DEFINE_integer("runs", 50, "Timed runs per model.")
+flags.DEFINE_enum("statistic", "median", list(calibration.STATISTICS), "Per-model latency statistic that is fitted.")
+flags.DEFINE_float("l2", None, "Ridge strength (relative to the mean squared error); default: 5-fold cross-validated.")
+flags.DEFINE_boolean("adb", False, "Time on an Android phone with adb + benchmark_model instead of this host.")
+flags.DEFINE_string("adb_serial", None, "adb -s serial.")
+flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model path on the phone.")
+flags.DEFINE_string("device_dir", "/data/local/tmp", "Where models are pushed on the phone.")
+flags.DEFINE_boolean("measure_only", False, "Only measure (fill the cache); no fit.")
+flags.DEFINE_boolean("fit_only", False, "Only fit the cached measurements; measure nothing.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    settings = calibration.CalibrationSettings(
+        space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
+        quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
+        target="adb" if FLAGS.adb else "host",
+    )
+    adb_options = None
+    if FLAGS.adb:
+        adb_options = {
+            "serial": FLAGS.adb_serial, "device_dir": FLAGS.device_dir, "benchmark_binary": FLAGS.benchmark_binary
+        }
+    measure = calibration.make_measure(settings, FLAGS.warmup_runs, FLAGS.runs, adb_options)
+    report = calibration.calibrate(
+        settings, FLAGS.output_dir, output=FLAGS.output, num_train=FLAGS.num_train, num_heldout=FLAGS.num_heldout,
+        seed=FLAGS.seed, statistic=FLAGS.statistic, l2=FLAGS.l2, include_extremes=FLAGS.include_extremes,
+        measure=measure, fit_only=FLAGS.fit_only, measure_only=FLAGS.measure_only,
+    )
+    if FLAGS.measure_only:
+        print(f"{report['num_measured']} architectures measured in {report['cache_path']}")
+        return
+    print(calibration.format_report(report))
+    print(f"Wrote {report['cost_model_path']}, {report['report_path']}, {report['plot_path']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -126,6 +126,21 @@ def test_one_hot_runs_only_the_selected_branch_and_others_get_no_gradient():
     assert [float(branch.count) for branch in block.branches] == [0.0, 1.0, 1.0]
 
 
+def test_one_hot_flag_builds_only_the_branches():
+    block = _counting_block()
+    inputs = tf.ones([2, 4])
+    step = tf.function(lambda selection, one_hot: block(inputs, selection=selection, training=True, one_hot=one_hot))
+    for selection, expected in (([0.0, 0.0, 1.0], 24.0), ([1.0, 0.0, 0.0], 8.0)):
+        assert float(tf.reduce_sum(step(tf.constant(selection), True))) == pytest.approx(expected)
+        assert float(tf.reduce_sum(step(tf.constant(selection), False))) == pytest.approx(expected)
+    assert [float(branch.count) for branch in block.branches] == [2.0, 0.0, 2.0]
+    # The one-hot graph has only the three branches (no fractional path, no one-hot test).
+    graphs = {flag: step.get_concrete_function(tf.constant([1.0, 0.0, 0.0]), flag).graph for flag in (True, False)}
+    cases = {flag: [op for op in graph.get_operations() if op.type in ("Case", "StatelessCase")] for flag, graph in graphs.items()}
+    assert [len(op.get_attr("branches")) for op in cases[True]] == [3]
+    assert [len(op.get_attr("branches")) for op in cases[False]] == [4]
+
+
 def test_fractional_selection_is_weighted_sum_with_equal_gradients_when_rematerialized():
     inputs = tf.random.normal([2, 4], seed=1)
     selection = tf.constant([0.5, 0.25, 0.25])

@@ -71,6 +71,9 @@ class ChoiceBlock(keras.layers.Layer):
         channel masks).
       training: passed to the branches (the fractional path passes `False` so that stateful
         updates, e.g. moving statistics, are not repeated by the recomputation).
+      one_hot: Python bool; True promises a one-hot `selection`: only the branches are built
+        (no fractional path, no one-hot test), a smaller graph that traces faster. The branch
+        run is `argmax(selection)`.
 
     Returns:
       The selected branch's output, or `sum_i selection[i] * branch_i(inputs)`.
@@ -177,7 +180,7 @@ class ChoiceBlock(keras.layers.Layer):
 
         return rematerialized(selection, *flat, *values)
 
-    def call(self, inputs, selection, context=None, training=None):
+    def call(self, inputs, selection, context=None, training=None, one_hot=False):
         selection = tf.stop_gradient(tf.cast(selection, tf.float32))
         if selection.shape.rank is not None and selection.shape != (self.num_branches,):
             raise ValueError(
@@ -189,10 +192,12 @@ class ChoiceBlock(keras.layers.Layer):
         computed = self._computed_branches()
         if len(computed) == 1:
             return self._scaled_single_branch(computed[0], selection, inputs, context, training)
-        index = tf.where(is_one_hot(selection), tf.argmax(selection, output_type=tf.int32), self.num_branches)
         branch_fns = [
             (lambda i=i: self._run_branch(i, inputs, context, training)) for i in range(self.num_branches)
         ]
+        if one_hot:
+            return tf.switch_case(tf.argmax(selection, output_type=tf.int32), branch_fns)
+        index = tf.where(is_one_hot(selection), tf.argmax(selection, output_type=tf.int32), self.num_branches)
         branch_fns.append(lambda: self._mixture(selection, inputs, context))
         return tf.switch_case(index, branch_fns)
 

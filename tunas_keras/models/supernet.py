@@ -329,16 +329,19 @@ class Supernet(keras.Model):
             )
         return tf.cast(images, tf.float32)
 
-    def _context(self, masks: Sequence[tf.Tensor]) -> dict:
-        return {
+    def _context(self, masks: Sequence[tf.Tensor], one_hot: bool = False) -> dict:
+        context = {
             "channels": {key: width.channel_mask(masks) for key, width in self._widths.items()},
             "selections": {key: selection.weights(masks) for key, selection in self._selections.items()},
         }
+        if one_hot:  # a Python flag, present only when set (the context is otherwise all tensors)
+            context["one_hot"] = True
+        return context
 
     # -- forward ----------------------------------------------------------------------------
-    def _backbone(self, images, masks, training):
+    def _backbone(self, images, masks, training, one_hot=False):
         images = self._check_images(images)
-        context = self._context(self._check_masks(masks))
+        context = self._context(self._check_masks(masks), one_hot=bool(one_hot))
         features, endpoints = images, {}
         for kind, op, _ in self._entries:
             if kind == "op":
@@ -349,19 +352,26 @@ class Supernet(keras.Model):
                 features = tf.reduce_mean(features, axis=[1, 2], keepdims=True)
         return features, endpoints
 
-    def call(self, images, masks, training=None):
-        features, _ = self._backbone(images, masks, training)
+    def call(self, images, masks, training=None, one_hot=False):
+        """Logits of `images` under `masks` (one per decision, one-hot or fractional).
+
+        `one_hot=True` promises that every op decision's mask is one-hot (e.g. a sampled
+        architecture without op warmup): each choice then builds only its branches, without
+        the fractional path, which makes the traced graph much smaller (faster to trace).
+        Fractional op masks are not allowed then; channel masks may still be fractional.
+        """
+        features, _ = self._backbone(images, masks, training, one_hot)
         features = tf.reshape(features, [-1, self._feature_width.max_value])
         if self.dropout is not None:
             features = self.dropout(features, training=training)
         return self.classifier(features)
 
-    def features(self, images, masks, training=None) -> dict:
+    def features(self, images, masks, training=None, one_hot=False) -> dict:
         """Detection endpoints `{"stride_4": ..., "stride_32": ...}` (as `build_backbone`).
 
-        Channels are at the supernet's largest width; masked channels are zero.
+        Channels are at the supernet's largest width; masked channels are zero. `one_hot` as in `call`.
         """
-        _, endpoints = self._backbone(images, masks, training)
+        _, endpoints = self._backbone(images, masks, training, one_hot)
         return {f"stride_{stride}": endpoints[stride] for stride in ENDPOINT_STRIDES if stride in endpoints}
 
     def regularization_loss(self, masks) -> tf.Tensor:

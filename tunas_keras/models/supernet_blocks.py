@@ -255,7 +255,8 @@ class Choice(SupernetOp):
 
     def call(self, inputs, context=None, training=None):
         selection = context["selections"][self.selection.key]
-        return self.block(inputs, selection=selection, context=context, training=training)
+        one_hot = bool(context.get("one_hot", False))
+        return self.block(inputs, selection=selection, context=context, training=training, one_hot=one_hot)
 
     def active_l2(self, context):
         active = tf.cast(context["selections"][self.selection.key] > 0, tf.float32)

@@ -125,7 +125,8 @@ class SearchTask(Task):
     def _weight_step(self, images, labels, step_masks):
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
-            logits = self.supernet(images, step_masks, training=True)
+            # Without op warmup every op mask is one-hot: the smaller one-hot graph suffices.
+            logits = self.supernet(images, step_masks, training=True, one_hot=not self.config.op_warmup)
             cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
             regularization = self.config.weight_decay * self.supernet.regularization_loss(step_masks)
             loss = cross_entropy + regularization
@@ -143,8 +144,8 @@ class SearchTask(Task):
         loss, cross_entropy, train_accuracy = self._weight_step(train_images, train_labels, step_masks)
 
         # The reward scores the sampled architecture itself (no warmup replacement).
-        one_hot = masks.one_hot_masks(self.space, indices)
-        quality = top1_accuracy(valid_labels, self.supernet(valid_images, one_hot, training=False))
+        sampled = masks.one_hot_masks(self.space, indices)
+        quality = top1_accuracy(valid_labels, self.supernet(valid_images, sampled, training=False, one_hot=True))
         cost = self.cost_model.batch_cost(indices[tf.newaxis])[0]
         reward = self.reward(quality, cost)
         learning_rate = rl_learning_rate(

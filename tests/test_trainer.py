@@ -14,12 +14,15 @@ from tunas_keras.training.trainer import Task, Trainer, check_config_compatible,
 class _LinearTask(Task):
     """Least squares y = 3x on a deterministic stream; learning rate configurable (to force NaNs)."""
 
-    def __init__(self, total_steps=12, learning_rate=0.05):
+    def __init__(self, total_steps=12, learning_rate=0.05, random_init=False):
         self.total_steps = total_steps
         self.learning_rate = learning_rate
+        self.random_init = random_init
 
     def build(self, strategy):
-        self.weight = tf.Variable(0.0, name="weight")
+        # An unseeded initializer, as Keras layers use: only the Trainer's seed makes it repeatable.
+        initial = keras.initializers.RandomNormal(stddev=1.0)(shape=()) if self.random_init else 0.0
+        self.weight = tf.Variable(initial, name="weight")
         self.optimizer = keras.optimizers.legacy.SGD(self.learning_rate)
 
     def checkpoint_items(self):
@@ -43,8 +46,11 @@ class _LinearTask(Task):
         return {"weight": float(self.weight.numpy())}
 
 
-def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None, stop_after=None):
-    task = _LinearTask(total_steps, learning_rate)
+def _run(
+    model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None, stop_after=None, seed=None,
+    random_init=False,
+):
+    task = _LinearTask(total_steps, learning_rate, random_init)
     trainer = Trainer(
         task,
         str(model_dir),
@@ -54,6 +60,7 @@ def _run(model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, conf
         summary_every=2,
         progress_bar=False,
         stop_after=stop_after,
+        seed=seed,
     )
     return trainer.run()
 
@@ -73,6 +80,18 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = _run(tmp_path / "split", total_steps=12)
     assert resumed["resumed_from_step"] == 7
     assert resumed["weight"] == pytest.approx(full["weight"], abs=1e-7)
+
+
+def test_seed_fixes_the_initial_weights_so_resume_equals_uninterrupted(tmp_path):
+    first = _run(tmp_path / "first", total_steps=3, learning_rate=0.0, seed=3, random_init=True)
+    second = _run(tmp_path / "second", total_steps=3, learning_rate=0.0, seed=3, random_init=True)
+    other = _run(tmp_path / "other", total_steps=3, learning_rate=0.0, seed=4, random_init=True)
+    assert first["weight"] == second["weight"] != other["weight"]
+    full = _run(tmp_path / "full", seed=5, random_init=True)
+    assert _run(tmp_path / "split", seed=5, random_init=True, stop_after=5) == {"stopped_at": 5}
+    _run(tmp_path / "other_split", seed=6, random_init=True)  # Moves the global RNG on in between.
+    resumed = _run(tmp_path / "split", seed=5, random_init=True)
+    assert resumed["weight"] == full["weight"]
 
 
 def test_nan_stops_with_step_and_keeps_last_checkpoint(tmp_path):

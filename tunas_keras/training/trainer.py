@@ -134,6 +134,8 @@ class Trainer:
       progress_bar: show a Keras progress bar with ETA.
       stop_after: stop (checkpointed, as if interrupted) after this step instead of the last one;
         for time-limited slots. `run` then returns `{"stopped_at": step}` without finalising.
+      seed: seeds Python, NumPy and TF (`keras.utils.set_random_seed`) before the task builds
+        its variables, so that runs with the same seed start from the same weights.
     """
 
     def __init__(
@@ -146,8 +148,10 @@ class Trainer:
         summary_every: int = 10,
         progress_bar: bool = True,
         stop_after: Optional[int] = None,
+        seed: Optional[int] = None,
     ):
         self.task = task
+        self.seed = seed
         self.model_dir = model_dir
         self.config = config
         self.strategy = strategy or create_strategy("auto")
@@ -185,6 +189,10 @@ class Trainer:
         """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
         prepare_model_dir(self.model_dir)
         check_config_compatible(self.model_dir, self.config)
+        if self.seed is not None:
+            # The same initial weights in every process: a resumed run then continues exactly
+            # the run an uninterrupted one would have made (they differed from step 1 before).
+            keras.utils.set_random_seed(self.seed)
         with self.strategy.scope():
             self.task.build(self.strategy)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -259,6 +267,7 @@ def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None
         summary_every=config.summary_every,
         progress_bar=config.progress_bar,
         stop_after=stop_after,
+        seed=config.seed,
     )
     return trainer.run()
 

@@ -46,7 +46,11 @@ class SearchConfig(RunConfig):
     """Everything that defines a TuNAS search run (paper §4, design.md §4–§7).
 
     The defaults are the embedded offline demo (a few minutes on 2 CPU cores). The paper's
-    ImageNet recipe is batch 4096, 90 epochs, image size 224; pass those explicitly.
+    ImageNet recipe is batch 4096, 90 epochs, image size 224, `--optimizer=rmsprop
+    --learning_rate=0.165 --rl_learning_rate=3e-4`; pass those explicitly. The demo trains the
+    shared weights with Adam (peak lr 0.032 × 32 / 256 = 4e-3): in a few hundred steps at batch 32
+    the reference RMSProp (ε = 1, lr 0.165 × batch / 256) first drives the loss above chance and
+    learns far less (docs/benchmarks.md, "Embedded dataset").
     """
 
     space: str = "proxyless"
@@ -56,6 +60,8 @@ class SearchConfig(RunConfig):
     cost_model: str = "pixel1"
     steps: Optional[int] = 120
     batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 0.032
     validation_batch_multiplier: int = 4
     model_dir: str = "runs/search"
     # Controller: Adam(0, 0.999, 1e-8); lr = base × batch / 256, 0 for the first 25 %, then × 10^progress.

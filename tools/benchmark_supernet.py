@@ -1,6 +1,10 @@
 """Benchmarks the supernet's training step against standalone children, side by side.
 
 Prints, measured in ONE run on whatever device is present:
+- (`--measure=search`) throughput of whole search steps (sample, weight step on the training
+  batch, validation pass on a 4× batch, REINFORCE step: the real `SearchTask` step inside
+  `strategy.run`, after warmup) ÷ standalone training throughput of the largest child, in
+  training images per second, on the embedded data;
 - supernet step (one-hot masks of the largest child) ÷ standalone step of the largest child;
 - supernet step (one-hot masks of a sampled child) ÷ standalone step of that child;
 - peak memory of a supernet step under full op + filter warmup ÷ a one-hot step (largest child).
@@ -46,7 +50,9 @@ flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps)
 flags.DEFINE_integer("num_classes", 1001, "Classifier outputs.")
 flags.DEFINE_integer("seed", 0, "Seed of the sampled child.")
 flags.DEFINE_string("memory_probe", "", "Internal: 'one_hot' or 'warmup' runs one memory probe and prints JSON.")
-flags.DEFINE_list("measure", ["speed", "memory"], "What to measure: speed, memory.")
+flags.DEFINE_list(
+    "measure", ["speed", "memory"], "What to measure: speed, memory, search (whole search steps vs the largest child)."
+)
 
 L2_COEFFICIENT = 4e-5
 
@@ -137,6 +143,37 @@ def benchmark_speed() -> dict:
     return times
 
 
+def benchmark_search() -> dict:
+    """Training images/s of the real search step (after warmup) and of the largest child's step."""
+    from tunas_keras.training.config import SearchConfig  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.search_task import SearchTask  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.trainer import Trainer, create_strategy  # pylint: disable=import-outside-toplevel
+
+    config = SearchConfig(
+        space=FLAGS.space, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size, steps=100 * FLAGS.steps,
+        optimizer="rmsprop", model_dir="unused", progress_bar=False,
+    )
+    task = SearchTask(config)
+    strategy = create_strategy("auto")
+    with strategy.scope():
+        task.build(strategy)
+        # Past op / filter warmup and the RL delay: the steady state of a search.
+        step = tf.Variable(task.total_steps // 2, dtype=tf.int64, trainable=False)
+    search_step = Trainer(task, config.model_dir, {}, strategy=strategy)._make_step_function(step)
+    iterator = iter(strategy.distribute_datasets_from_function(task.dataset_fn(0)))
+    images, labels = next(iter(task.data.make("train", FLAGS.batch_size, training=True)))
+    shape = (FLAGS.image_size, FLAGS.image_size, 3)
+    largest = task.space.architecture(largest_indices(task.space))
+    largest_step = standalone_step_fn(tunas_keras.build_model(largest, task.data.num_classes, shape))
+    times = _time_alternating(
+        {
+            "search_step": lambda: search_step(next(iterator))["loss"],
+            "standalone_largest": lambda: largest_step(images, labels),
+        }
+    )
+    return {name: FLAGS.batch_size / seconds for name, seconds in times.items()}
+
+
 def memory_probe(kind: str) -> dict:
     """One supernet step's peak memory growth (bytes), traced first so tracing is not counted."""
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
@@ -209,6 +246,12 @@ def main(argv):
             print(f"  {name}: {value if isinstance(value, str) else f'{value * 1000:.1f} ms/step'}")
         print(f"supernet/standalone (largest child): {times['supernet_largest'] / times['standalone_largest']:.3f}")
         print(f"supernet/standalone (sampled child): {times['supernet_sampled'] / times['standalone_sampled']:.3f}")
+    if "search" in FLAGS.measure:
+        throughput = benchmark_search()
+        for name, value in throughput.items():
+            print(f"  {name}: {value:.1f} training images/s")
+        ratio = throughput["search_step"] / throughput["standalone_largest"]
+        print(f"search/standalone throughput (largest child): {ratio:.3f}")
     if "memory" not in FLAGS.measure:
         return
     one_hot, warmup = _run_probe("one_hot"), _run_probe("warmup")

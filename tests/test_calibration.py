@@ -14,7 +14,7 @@ import pytest
 import tunas_keras
 from tunas_keras.cost_models import calibration, features, get_cost_model, load_linear_cost_model
 from tunas_keras.cost_models import num_features, reachable_features
-from tunas_keras.cost_models.linear import pixel1_cost_model
+from tunas_keras.cost_models.sampling import extreme_indices
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR = pathlib.Path(__file__).parent / "data"
@@ -134,25 +134,13 @@ def test_bad_arguments(tmp_path):
         calibration.make_measure(SETTINGS, runs=0)
 
 
-@pytest.mark.parametrize(
-    "name, smallest, largest",
-    # cost-model.md §5: Pixel-1 costs of the smallest and the largest architecture of each space.
-    [("proxyless", 30.9361, 219.0914), ("proxyless_enlarged", 10.2874, 590.9789),
-     ("mobilenet_v3_like", 4.1964, 550.2819)],
-)
-def test_extreme_architectures(name, smallest, largest):
-    space = tunas_keras.get_search_space(name)
-    costs = [pixel1_cost_model(space).cost(space.architecture(row)) for row in calibration.extreme_architectures(space)]
-    assert costs == pytest.approx([smallest, largest], abs=1e-3)
-
-
 def test_sampling_is_deterministic_and_prefix_stable():
     space = tunas_keras.get_search_space("proxyless")
     train, heldout = calibration.calibration_architectures(space, 10, 5, seed=3)
     assert (train, heldout) == calibration.calibration_architectures(space, 10, 5, seed=3)
     more_train, more_heldout = calibration.calibration_architectures(space, 20, 8, seed=3)
     assert more_train[:12] == train and more_heldout[:5] == heldout
-    assert len(set(more_train + more_heldout)) == 30 and train[:2] == calibration.extreme_architectures(space)
+    assert len(set(more_train + more_heldout)) == 30 and train[:2] == list(extreme_indices(space))
     assert calibration.calibration_architectures(space, 10, 5, seed=4)[1] != heldout
 
 

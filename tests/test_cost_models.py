@@ -18,6 +18,7 @@ from tunas_keras.cost_models import (
     reachable_features,
     save_linear_cost_model,
 )
+from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.schema import decision_parents
 
 FEATURE_LENGTHS = {"proxyless": 144, "proxyless_enlarged": 5983, "mobilenet_v3_like": 29068}
@@ -36,17 +37,6 @@ EXTREMES = {
 
 def is_skip_decision(decision):
     return decision.tag == "op" and decision.num_choices == 2
-
-
-def extreme_indices(space, largest):
-    """Smallest: skip every skippable layer, else index 0. Largest: keep layers, else the last index."""
-    indices = []
-    for decision in space.decisions:
-        if is_skip_decision(decision):
-            indices.append(0 if largest else 1)
-        else:
-            indices.append(decision.num_choices - 1 if largest else 0)
-    return indices
 
 
 def test_feature_lengths(space):
@@ -92,14 +82,14 @@ def test_proxylessnas_mobile():
 def test_extremes(space):
     model = get_cost_model("pixel1", space)
     smallest, largest = EXTREMES[space.name]
-    assert model.cost(extreme_indices(space, largest=False)) == pytest.approx(smallest, abs=1e-3)
-    assert model.cost(extreme_indices(space, largest=True)) == pytest.approx(largest, abs=1e-3)
+    assert model.cost(extreme_indices(space)[0]) == pytest.approx(smallest, abs=1e-3)
+    assert model.cost(extreme_indices(space)[1]) == pytest.approx(largest, abs=1e-3)
 
 
 @pytest.mark.parametrize("name", ["macs", "params"])
 def test_count_models_equal_count_network(space, name):
     model = get_cost_model(name, space)
-    batch = [random_indices(space, seed) for seed in range(6)] + [extreme_indices(space, True)]
+    batch = [random_indices(space, seed) for seed in range(6)] + [list(extreme_indices(space)[1])]
     batch_costs = model.batch_cost(tf.constant(batch, tf.int32)).numpy()
     for indices, batch_value in zip(batch, batch_costs):
         expected = getattr(tunas_keras.count_network(space.architecture(indices)), name)

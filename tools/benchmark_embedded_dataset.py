@@ -21,7 +21,7 @@ from absl import app, flags  # noqa: E402
 
 import tunas_keras  # noqa: E402
 from tunas_keras import datasets  # noqa: E402
-from tunas_keras.schema import iter_decisions  # noqa: E402
+from tunas_keras.cost_models.sampling import extreme_indices  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space whose extreme architectures are compared.")
@@ -38,33 +38,6 @@ flags.DEFINE_integer("batch_size", 32, "Training batch size.")
 flags.DEFINE_float("learning_rate", 4e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).")
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the shuffling and the augmentation.")
-
-
-def _is_skip(choice) -> bool:
-    return type(choice).__name__ == "Zero"
-
-
-def extreme_indices(space, largest: bool) -> list[int]:
-    """Indices of the smallest (first choices, skippable layers skipped) or largest architecture.
-
-    Args:
-      space: a `SearchSpace`.
-      largest: pick each decision's last non-skip choice (True) or its first choice, skipping
-        every skippable layer (False).
-
-    Returns:
-      One index per decision, in the space's decision order.
-    """
-    indices = []
-    for decision in iter_decisions(space.spec):
-        choices = decision.choices
-        skip = [i for i, choice in enumerate(choices) if _is_skip(choice)]
-        keep = [i for i, choice in enumerate(choices) if not _is_skip(choice)]
-        if largest:
-            indices.append(keep[-1] if keep else len(choices) - 1)
-        else:
-            indices.append(skip[0] if skip else 0)
-    return indices
 
 
 def train_and_evaluate(architecture, data, steps: int, batch_size: int, seed: int) -> dict:
@@ -109,7 +82,7 @@ def main(argv):
     results = {}
     for label in FLAGS.architectures:
         if label in ("smallest", "largest"):
-            architecture = space.architecture(extreme_indices(space, largest=label == "largest"))
+            architecture = space.architecture(extreme_indices(space)[label == "largest"])
         else:
             architecture = tunas_keras.reference_architecture(label, space=FLAGS.space)
         results[label] = train_and_evaluate(architecture, data, FLAGS.steps, FLAGS.batch_size, FLAGS.seed)

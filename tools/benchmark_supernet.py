@@ -39,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 import tunas_keras  # noqa: E402
+from tunas_keras.cost_models.sampling import extreme_indices  # noqa: E402
 from tunas_keras.masks import one_hot_masks, uniform_masks  # noqa: E402
 from tunas_keras.models.supernet import build_supernet  # noqa: E402
 
@@ -55,11 +56,6 @@ flags.DEFINE_list(
 )
 
 L2_COEFFICIENT = 4e-5
-
-
-def largest_indices(space) -> list:
-    """Largest choice of every decision; for keep/skip decisions the op (index 0), not Zero."""
-    return [0 if decision.tag == "op" else decision.num_choices - 1 for decision in space.decisions]
 
 
 def _optimizer():
@@ -123,7 +119,7 @@ def benchmark_speed() -> dict:
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     supernet = build_supernet(FLAGS.space, FLAGS.num_classes, shape)
     space = supernet.space
-    largest = space.architecture(largest_indices(space))
+    largest = space.architecture(extreme_indices(space)[1])
     rng = random.Random(FLAGS.seed)
     sampled = space.architecture([rng.randrange(count) for count in space.num_choices])
     images, labels = _batch()
@@ -163,7 +159,7 @@ def benchmark_search() -> dict:
     iterator = iter(strategy.distribute_datasets_from_function(task.dataset_fn(0)))
     images, labels = next(iter(task.data.make("train", FLAGS.batch_size, training=True)))
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
-    largest = task.space.architecture(largest_indices(task.space))
+    largest = task.space.architecture(extreme_indices(task.space)[1])
     largest_step = standalone_step_fn(tunas_keras.build_model(largest, task.data.num_classes, shape))
     times = _time_alternating(
         {
@@ -182,7 +178,7 @@ def memory_probe(kind: str) -> dict:
     if kind == "warmup":
         masks = uniform_masks(space)
     else:
-        masks = one_hot_masks(space, largest_indices(space))
+        masks = one_hot_masks(space, extreme_indices(space)[1])
     images, labels = _batch()
     step = supernet_step_fn(supernet)
     step(images, labels, masks).numpy()  # Trace, optimise and run once: none of that is counted.

@@ -36,10 +36,9 @@ import numpy as np
 import tf_keras as keras
 
 import search_spaces
-from tunas_keras import specs
 from tunas_keras.cost_models.linear import features, load_linear_cost_model, pixel1_cost_model
 from tunas_keras.cost_models.linear import save_linear_cost_model
-from tunas_keras.cost_models.sampling import uniform_indices
+from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
 from tunas_keras.export import adb, latency, sources, tflite
 from tunas_keras.schema import Architecture
 from tunas_keras.training.trainer import write_atomic
@@ -94,24 +93,13 @@ class CalibrationSettings:
             )
 
 
-def extreme_architectures(space) -> list[tuple]:
-    """The smallest (every skippable layer skipped, other indices 0) and the largest architecture
-    (nothing skipped, every other decision at its last choice: largest kernel, expansion, width, SE)."""
-    smallest, largest = [], []
-    for decision in space.decisions:
-        skips = [index for index, choice in enumerate(decision.choices) if isinstance(choice, specs.Zero)]
-        smallest.append(skips[0] if skips else 0)
-        largest.append(0 if skips else decision.num_choices - 1)
-    return [tuple(smallest), tuple(largest)]
-
-
 def calibration_architectures(space, num_train: int, num_heldout: int, seed: int, include_extremes: bool = True):
     """Deterministic, duplicate-free training and held-out index lists.
 
     Each list is drawn row by row from its own stream (`seed`, 0 / 1), so asking for more
     architectures later keeps the earlier ones (and their cached measurements).
     """
-    train = extreme_architectures(space) if include_extremes else []
+    train = list(extreme_indices(space)) if include_extremes else []
     seen, lists = set(train), []
     for stream, count in ((0, num_train), (1, num_heldout)):
         rng, drawn = np.random.default_rng([seed, stream]), []

@@ -12,12 +12,27 @@ from typing import Optional, Union
 
 import numpy as np
 
+from tunas_keras import specs
 from tunas_keras.cost_models.base import CostModel
 from tunas_keras.schema import SearchSpace
 
 DRAW_BATCH = 4096
 # The float32 batch costs pre-select candidates; each candidate is then checked in float64.
 PRESELECT_MARGIN = 1e-2
+
+
+def extreme_indices(space: SearchSpace) -> tuple[tuple, tuple]:
+    """`(smallest, largest)` index tuples of `space`.
+
+    Smallest: every skippable layer skipped, every other decision at its first choice. Largest:
+    nothing skipped, every other decision at its last choice (largest kernel, expansion, width, SE).
+    """
+    smallest, largest = [], []
+    for decision in space.decisions:
+        skips = [index for index, choice in enumerate(decision.choices) if isinstance(choice, specs.Zero)]
+        smallest.append(skips[0] if skips else 0)
+        largest.append(0 if skips else decision.num_choices - 1)
+    return tuple(smallest), tuple(largest)
 
 
 def uniform_indices(space: SearchSpace, rng: np.random.Generator, count: int) -> np.ndarray:

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from tunas_keras.export import tflite  # noqa: E402
+from tunas_keras.export import adb, tflite  # noqa: E402
 
 flags.DEFINE_string("model", None, "A .tflite file to time.")
 flags.DEFINE_string("architecture", None, "Path of an architecture.json, exported first.")
@@ -35,10 +35,7 @@ flags.DEFINE_integer("warmup_runs", 10, "Untimed runs first.")
 flags.DEFINE_integer("runs", 50, "Timed runs.")
 flags.DEFINE_boolean("use_xnnpack", True, "Use the XNNPACK delegate (LiteRT's default on CPU).")
 flags.DEFINE_string("json_output", None, "Write the full result (with provenance) as JSON here.")
-flags.DEFINE_boolean("adb", False, "Time on an Android phone with adb + benchmark_model instead of the host.")
-flags.DEFINE_string("adb_serial", None, "adb -s serial.")
-flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model path on the phone.")
-flags.DEFINE_string("device_dir", "/data/local/tmp", "Where the model is pushed on the phone.")
+adb.define_adb_flags(flags, module_name=sys.argv[0])
 flags.DEFINE_boolean("compare_keras_mobilenet_v2", False, "Time our mobilenet_v2 against keras.applications.MobileNetV2.")
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts of --compare_keras_mobilenet_v2.")
 flags.DEFINE_integer("rounds", 20, "Interleaved rounds of --compare_keras_mobilenet_v2.")
@@ -88,7 +85,7 @@ def _print_result(result: dict) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tunas_keras.export import adb, latency, pipeline  # pylint: disable=import-outside-toplevel
+    from tunas_keras.export import latency, pipeline  # pylint: disable=import-outside-toplevel
 
     with tempfile.TemporaryDirectory() as workdir:
         if FLAGS.compare_keras_mobilenet_v2:
@@ -100,8 +97,7 @@ def main(argv):
         elif FLAGS.adb:
             result = adb.run_adb_benchmark(
                 _model_path(workdir), num_threads=FLAGS.num_threads, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs,
-                use_xnnpack=FLAGS.use_xnnpack, serial=FLAGS.adb_serial, device_dir=FLAGS.device_dir,
-                benchmark_binary=FLAGS.benchmark_binary,
+                use_xnnpack=FLAGS.use_xnnpack, **adb.adb_options(FLAGS),
             )
             _print_result(result)
         else:

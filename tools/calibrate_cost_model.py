@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from tunas_keras.cost_models import calibration  # noqa: E402
-from tunas_keras.export import tflite  # noqa: E402
+from tunas_keras.export import adb, tflite  # noqa: E402
 
 flags.DEFINE_string("space", "proxyless", "Search space to calibrate.")
 flags.DEFINE_string("output_dir", None, "Measurement cache, report and plot go here.", required=True)
@@ -37,10 +37,7 @@ flags.DEFINE_integer("warmup_runs", 10, "Untimed runs before timing each model."
 flags.DEFINE_integer("runs", 50, "Timed runs per model.")
 flags.DEFINE_enum("statistic", "median", list(calibration.STATISTICS), "Per-model latency statistic that is fitted.")
 flags.DEFINE_float("l2", None, "Ridge strength (relative to the mean squared error); default: 5-fold cross-validated.")
-flags.DEFINE_boolean("adb", False, "Time on an Android phone with adb + benchmark_model instead of this host.")
-flags.DEFINE_string("adb_serial", None, "adb -s serial.")
-flags.DEFINE_string("benchmark_binary", "/data/local/tmp/benchmark_model", "benchmark_model path on the phone.")
-flags.DEFINE_string("device_dir", "/data/local/tmp", "Where models are pushed on the phone.")
+adb.define_adb_flags(flags, module_name=sys.argv[0])
 flags.DEFINE_boolean("measure_only", False, "Only measure (fill the cache); no fit.")
 flags.DEFINE_boolean("fit_only", False, "Only fit the cached measurements; measure nothing.")
 FLAGS = flags.FLAGS
@@ -54,12 +51,8 @@ def main(argv):
         quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
         target="adb" if FLAGS.adb else "host",
     )
-    adb_options = None
-    if FLAGS.adb:
-        adb_options = {
-            "serial": FLAGS.adb_serial, "device_dir": FLAGS.device_dir, "benchmark_binary": FLAGS.benchmark_binary
-        }
-    measure = calibration.make_measure(settings, FLAGS.warmup_runs, FLAGS.runs, adb_options)
+    options = adb.adb_options(FLAGS) if FLAGS.adb else None
+    measure = calibration.make_measure(settings, FLAGS.warmup_runs, FLAGS.runs, options)
     report = calibration.calibrate(
         settings, FLAGS.output_dir, output=FLAGS.output, num_train=FLAGS.num_train, num_heldout=FLAGS.num_heldout,
         seed=FLAGS.seed, statistic=FLAGS.statistic, l2=FLAGS.l2, include_extremes=FLAGS.include_extremes,

@@ -41,7 +41,7 @@ from tunas_keras.cost_models.linear import save_linear_cost_model
 from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
 from tunas_keras.export import adb, latency, sources, tflite
 from tunas_keras.schema import Architecture
-from tunas_keras.training.trainer import write_atomic
+from tunas_keras.training.trainer import prepare_model_dir, write_atomic
 
 TARGETS = ("host", "adb")
 STATISTICS = ("min", "median", "mean")
@@ -372,17 +372,6 @@ def _check_arguments(output: str, num_train, num_heldout, seed, statistic, l2, f
         raise ValueError("Invalid arguments. Expected at most one of `fit_only` and `measure_only`. Received: both")
 
 
-def _prepare_output_dir(output_dir: str) -> None:
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=output_dir, prefix=".write_probe_")
-        os.close(handle)
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(f"Invalid value for argument `output_dir`. Expected a writable directory. "
-                         f"Received: output_dir={output_dir!r} ({error})") from error
-
-
 def _provenance(settings: CalibrationSettings, measured: dict, report: dict, fit: dict) -> dict:
     """The cost-model file's top-level fields: where, how and when it was measured and fitted."""
     return {
@@ -430,7 +419,7 @@ def calibrate(
     """
     output = output or os.path.join(output_dir, "cost_model.json")
     _check_arguments(output, num_train, num_heldout, seed, statistic, l2, fit_only, measure_only)
-    _prepare_output_dir(output_dir)
+    prepare_model_dir(output_dir, argument="output_dir")
     space = search_spaces.get_search_space(settings.space)
     train, heldout = calibration_architectures(space, num_train, num_heldout, seed, include_extremes)
     cache_path = os.path.join(output_dir, CACHE_NAME)

@@ -45,6 +45,30 @@ _MEMORY = re.compile(rf"Memory footprint delta from the start of the tool \(MB\)
 _PEAK_MEMORY = re.compile(rf"peak memory footprint \(MB\) via periodic monitoring: {_NUMBER}", re.IGNORECASE)
 
 
+def define_adb_flags(flags, module_name: Optional[str] = None) -> None:
+    """The `--adb` flags shared by the command-line tools (absl `flags` module).
+
+    `module_name`: the module the flags are listed under in `--help` (a tool passes
+    `sys.argv[0]`, absl's name for the main module); default: this module (`--helpfull`).
+    """
+    names = {"module_name": module_name} if module_name else {}
+    flags.DEFINE_boolean(
+        "adb", False, "Time on an Android phone with adb + benchmark_model instead of this host.", **names
+    )
+    flags.DEFINE_string("adb_serial", None, "adb -s serial (with several phones attached).", **names)
+    flags.DEFINE_string("benchmark_binary", BENCHMARK_BINARY, "benchmark_model path on the phone.", **names)
+    flags.DEFINE_string("device_dir", DEVICE_DIR, "Where models are pushed on the phone.", **names)
+
+
+def adb_options(flag_values) -> dict:
+    """`serial`, `device_dir`, `benchmark_binary` of `define_adb_flags` for `run_adb_benchmark`."""
+    return {
+        "serial": flag_values.adb_serial,
+        "device_dir": flag_values.device_dir,
+        "benchmark_binary": flag_values.benchmark_binary,
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class AdbCommands:
     """The command lists of one phone benchmark, in the order they run."""

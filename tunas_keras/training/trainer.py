@@ -58,8 +58,8 @@ def write_atomic(path: str, data) -> None:
         raise
 
 
-def prepare_model_dir(model_dir: str) -> None:
-    """Creates `model_dir` and checks that it is writable (clear error otherwise)."""
+def prepare_model_dir(model_dir: str, argument: str = "model_dir") -> None:
+    """Creates `model_dir` and checks that it is writable (clear error naming `argument` otherwise)."""
     try:
         os.makedirs(model_dir, exist_ok=True)
         handle, probe = tempfile.mkstemp(dir=model_dir, prefix=".write_probe_")
@@ -67,7 +67,7 @@ def prepare_model_dir(model_dir: str) -> None:
         os.remove(probe)
     except OSError as error:
         raise ValueError(
-            f"Invalid value for argument `model_dir`. Expected a writable directory. Received: {model_dir!r} ({error})"
+            f"Invalid value for argument `{argument}`. Expected a writable directory. Received: {model_dir!r} ({error})"
         ) from error
 
 

@@ -18,17 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from tunas_keras.export import adb, tflite  # noqa: E402
+from tunas_keras.export import adb, sources  # noqa: E402
 
 flags.DEFINE_string("model", None, "A .tflite file to time.")
-flags.DEFINE_string("architecture", None, "Path of an architecture.json, exported first.")
-flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space), exported first.")
-flags.DEFINE_string("space", None, "Search space of --indices.")
-flags.DEFINE_string("reference", None, "A reference model name, exported first.")
-flags.DEFINE_string("weights", None, "Trained weights for the exported model (latency does not depend on them).")
-flags.DEFINE_integer("num_classes", 1001, "Classifier outputs of the exported model.")
-flags.DEFINE_integer("image_size", 224, "Input resolution of the exported model.")
-flags.DEFINE_enum("quantization", "none", list(tflite.QUANTIZATIONS), "Quantisation of the exported model.")
+sources.define_source_flags(flags, module_name=sys.argv[0])  # the model exported first (unless --model)
 flags.DEFINE_string("dataset", "embedded", "Dataset for int8 calibration of the exported model.")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
 flags.DEFINE_integer("warmup_runs", 10, "Untimed runs first.")
@@ -46,7 +39,7 @@ FLAGS = flags.FLAGS
 def _model_path(workdir: str) -> str:
     if FLAGS.model:
         return FLAGS.model
-    from tunas_keras.export import pipeline, sources  # pylint: disable=import-outside-toplevel
+    from tunas_keras.export import pipeline  # pylint: disable=import-outside-toplevel
 
     architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)
     result = pipeline.export_standalone(

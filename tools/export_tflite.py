@@ -19,16 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from tunas_keras.export import tflite  # noqa: E402
+from tunas_keras.export import sources, tflite  # noqa: E402
 
-flags.DEFINE_string("architecture", None, "Path of an architecture.json (from tools/search.py).")
-flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space).")
-flags.DEFINE_string("space", None, "Search space of --indices.")
-flags.DEFINE_string("reference", None, "A reference model name, e.g. mobilenet_v2.")
-flags.DEFINE_string("weights", None, "Trained weights: model.weights.h5, a checkpoint prefix or a run directory.")
-flags.DEFINE_integer("num_classes", 1001, "Classifier outputs (must match --weights).")
-flags.DEFINE_integer("image_size", 224, "Input resolution.")
-flags.DEFINE_enum("quantization", "none", list(tflite.QUANTIZATIONS), "Quantisation mode.")
+sources.define_source_flags(flags, module_name=sys.argv[0])
 flags.DEFINE_string("output", None, "Output .tflite path.", required=True)
 flags.DEFINE_string("dataset", "embedded", "tunas_keras.datasets name for calibration / parity / QAT; '' = synthetic.")
 flags.DEFINE_integer("num_calibration_images", tflite.DEFAULT_CALIBRATION_IMAGES, "int8 calibration images.")
@@ -43,7 +36,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tunas_keras.export import pipeline, sources  # pylint: disable=import-outside-toplevel
+    from tunas_keras.export import pipeline  # pylint: disable=import-outside-toplevel
 
     architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)
     result = pipeline.export_standalone(

@@ -129,3 +129,23 @@ def build_export_model(
     if weights:
         load_weights(model, weights)
     return model
+
+
+def define_source_flags(flags, module_name: Optional[str] = None) -> None:
+    """The flags naming the model to export, shared by `tools/export_tflite.py` and `tools/benchmark_latency.py`.
+
+    `module_name`: the module the flags are listed under in `--help` (a tool passes `sys.argv[0]`).
+    """
+    from tunas_keras.export.tflite import QUANTIZATIONS  # pylint: disable=import-outside-toplevel
+
+    names = {"module_name": module_name} if module_name else {}
+    flags.DEFINE_string("architecture", None, "Path of an architecture.json (from tools/search.py).", **names)
+    flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space).", **names)
+    flags.DEFINE_string("space", None, "Search space of --indices.", **names)
+    flags.DEFINE_string("reference", None, "A reference model name, e.g. mobilenet_v2.", **names)
+    flags.DEFINE_string(
+        "weights", None, "Trained weights: model.weights.h5, a checkpoint prefix or a run directory.", **names
+    )
+    flags.DEFINE_integer("num_classes", 1001, "Classifier outputs (must match --weights).", **names)
+    flags.DEFINE_integer("image_size", 224, "Input resolution.", **names)
+    flags.DEFINE_enum("quantization", "none", list(QUANTIZATIONS), "Quantisation mode.", **names)

@@ -1,12 +1,21 @@
 """Typed configs: files, overrides and errors; schedules."""
 
+import functools
 import json
+import types
 
 import numpy as np
 import pytest
+from absl import flags
 
 from tunas_keras.training import schedules
-from tunas_keras.training.config import SearchConfig, config_from_dict, load_config_file
+from tunas_keras.training.config import (
+    SearchConfig,
+    config_from_dict,
+    config_from_flags,
+    define_flags_for,
+    load_config_file,
+)
 
 
 def test_json_and_yaml_files_with_overrides(tmp_path):
@@ -18,6 +27,24 @@ def test_json_and_yaml_files_with_overrides(tmp_path):
     assert (from_yaml.space, from_yaml.image_size, from_yaml.op_warmup) == ("proxyless_enlarged", 48, False)
     overridden = config_from_dict(SearchConfig, {"beta": "-0.2", "target_latency": "60"}, base=from_json)
     assert (overridden.space, overridden.beta, overridden.target_latency) == ("mobilenet_v3_like", -0.2, 60.0)
+
+
+def test_command_line_flags_override_only_what_was_passed(tmp_path):
+    (tmp_path / "run.yaml").write_text("steps: 20\nop_warmup: false\nprogress_bar: false\n")
+    flag_values = flags.FlagValues()
+    on_flag_values = lambda define: functools.partial(define, flag_values=flag_values)  # noqa: E731
+    module = types.SimpleNamespace(
+        DEFINE_string=on_flag_values(flags.DEFINE_string), DEFINE_boolean=on_flag_values(flags.DEFINE_boolean)
+    )
+    define_flags_for(SearchConfig, module)  # as the tools do with `absl.flags`
+    argv = ["search", f"--config={tmp_path / 'run.yaml'}", "--zero_init_residual", "--op_warmup", "--beta=-0.05"]
+    flag_values(argv + ["--noprogress_bar", "--target_latency=none"])
+    config = config_from_flags(SearchConfig, flag_values)
+    assert (config.steps, config.zero_init_residual, config.op_warmup, config.progress_bar) == (20, True, True, False)
+    assert (config.beta, config.target_latency, config.image_size) == (-0.05, None, SearchConfig.image_size)
+    flag_values.unparse_flags()
+    flag_values(["search", "--zero_init_residual=false"])
+    assert config_from_flags(SearchConfig, flag_values).zero_init_residual is False
 
 
 def test_config_errors(tmp_path):

@@ -7,7 +7,10 @@ import tf_keras as keras
 import tunas_keras
 from search_spaces import REFERENCE_NAMES
 from tests.conftest import random_indices
+from tunas_keras import specs
+from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.layers.common import DepthwiseHeNormal
+from tunas_keras.models.standalone import resolve_network
 
 # Pinned with 1001 classes. MobileNetV2 and MobileNetV3-Large equal tf_keras.applications
 # (checked by the slow test below); the others are our own numbers.
@@ -111,6 +114,29 @@ def test_initialisers_and_batch_norm():
     classifier = model.get_layer("classifier")
     assert classifier.kernel_initializer.stddev == 0.01
     assert isinstance(model.get_layer("block0_layer0_conv").kernel_initializer, keras.initializers.HeNormal)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "largest_proxyless"])
+def test_zero_init_residual_starts_every_residual_block_as_identity(name):
+    space = tunas_keras.get_search_space("proxyless")
+    architecture = space.architecture(extreme_indices(space)[1]) if name == "largest_proxyless" else name
+    model = tunas_keras.build_model(architecture, 10, (32, 32, 3), zero_init_residual=True)
+    reference = tunas_keras.build_model(architecture, 10, (32, 32, 3))
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    network = resolve_network(architecture)
+    residuals = [layer for block in network.blocks for layer in block.layers if isinstance(layer, specs.Residual)]
+    assert len(adds) == len(residuals) == {"largest_proxyless": 15, "mobilenet_v3_large": 10}[name]
+    for add in adds:
+        branch_end = add._inbound_nodes[0].inbound_layers[1]  # pylint: disable=protected-access
+        assert not np.any(branch_end.gamma.numpy())
+        assert np.all(reference.get_layer(branch_end.name).gamma.numpy() == 1.0)
+    zeroed = {add._inbound_nodes[0].inbound_layers[1].name for add in adds}  # pylint: disable=protected-access
+    other = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(np.all(layer.gamma.numpy() == 1.0) for layer in other if layer.name not in zeroed)
+    probe = keras.Model(model.input, [[add.input[0], add.output] for add in adds])
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    for shortcut, output in probe(images, training=True):
+        np.testing.assert_array_equal(output, shortcut)
 
 
 def test_bad_input_to_build_model():

@@ -6,6 +6,8 @@ import tensorflow as tf
 
 import tunas_keras
 from tests.conftest import random_indices
+from tunas_keras import specs
+from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.masks import one_hot_masks, uniform_masks
 from tunas_keras.models import supernet_blocks as blocks
 from tunas_keras.models.supernet import build_supernet
@@ -181,6 +183,23 @@ def test_features_match_the_child_backbone(supernets, images):
         channels = value.shape[-1]
         np.testing.assert_allclose(features[name][..., :channels], value, atol=1e-4)
         assert not np.any(features[name][..., channels:].numpy())
+
+
+def test_zero_init_residual_makes_every_skippable_layer_start_as_skipped(supernets, images):
+    supernet = build_supernet("proxyless", NUM_CLASSES, INPUT_SHAPE, zero_init_residual=True)
+    space = supernet.space
+    smallest, largest = extreme_indices(space)
+    skippable = [any(isinstance(choice, specs.Zero) for choice in d.choices) for d in space.decisions]
+    all_skipped = [small if skip else large for small, large, skip in zip(smallest, largest, skippable)]
+    kept, skipped = space.architecture(largest), space.architecture(all_skipped)
+    assert sum(skippable) == 15
+    np.testing.assert_allclose(supernet(images, kept, training=True), supernet(images, skipped, training=True), atol=1e-5)
+    # Without it the residual branches contribute; the child keeps its zero gammas.
+    reference = supernets("proxyless")
+    difference = reference(images, kept, training=True) - reference(images, skipped, training=True)
+    assert float(tf.reduce_max(tf.abs(difference))) > 1e-2
+    child = _assert_child_equivalent(supernet, kept, images)
+    assert not np.any(child.get_layer("block2_layer1_project_bn").gamma.numpy())
 
 
 def test_bad_inputs_raise_clear_errors(supernets, images):

@@ -46,7 +46,9 @@ def main(argv):
     )
     print(f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (architecture.json, report.png)")
     print("Next steps:")
-    print(f"  python tools/train.py --architecture={architecture_path} --dataset={config.dataset}")
+    same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
+    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
+    print(f"  python tools/train.py --architecture={architecture_path} {same_data}{zero_init}")
     print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
     return 0
 

@@ -38,6 +38,7 @@ class BuildContext:
     prefix: str
     stride: int = 1
     endpoints: dict = dataclasses.field(default_factory=dict)
+    zero_init_residual: bool = False
 
 
 def _channels(tensor: tf.Tensor) -> int:
@@ -124,7 +125,20 @@ def _build_residual(spec: specs.Residual, inputs, context: BuildContext):
             f"Invalid residual at {context.prefix!r}: expected the layer to keep the shape {inputs.shape[1:]}. "
             f"Received: {outputs.shape[1:]}"
         )
+    if context.zero_init_residual:
+        _zero_gamma(outputs, context.prefix)
     return keras.layers.Add(name=context.prefix + "add")([inputs, outputs])
+
+
+def _zero_gamma(branch_outputs, prefix: str) -> None:
+    """Sets the γ of the batch norm that ends a residual branch to 0: the block starts as identity."""
+    layer = branch_outputs._keras_history.layer  # pylint: disable=protected-access
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        raise ValueError(
+            f"zero_init_residual needs the residual branch at {prefix!r} to end in batch norm. "
+            f"Received a branch ending in {type(layer).__name__}"
+        )
+    layer.gamma.assign(tf.zeros_like(layer.gamma))
 
 
 def _build_activation(spec: specs.Activation, inputs, context: BuildContext):
@@ -194,8 +208,10 @@ def _check_input_shape(input_shape) -> tuple:
     return shape
 
 
-def _build_features(network: specs.Network, images) -> tuple[tf.Tensor, BuildContext]:
-    context = BuildContext(filters=0, prefix="")
+def _build_features(
+    network: specs.Network, images, zero_init_residual: bool = False
+) -> tuple[tf.Tensor, BuildContext]:
+    context = BuildContext(filters=0, prefix="", zero_init_residual=zero_init_residual)
     features = images
     for block_index, block in enumerate(network.blocks):
         context.filters = block.filters
@@ -220,7 +236,11 @@ def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
 
 
 def build_model(
-    architecture, num_classes: int = 1001, input_shape=(224, 224, 3), dropout_rate: float = 0.0
+    architecture,
+    num_classes: int = 1001,
+    input_shape=(224, 224, 3),
+    dropout_rate: float = 0.0,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Builds the standalone classifier of `architecture`.
 
@@ -230,6 +250,9 @@ def build_model(
       num_classes: classifier outputs (1001 = ImageNet with background, as the reference).
       input_shape: (height, width, channels).
       dropout_rate: dropout before the classifier, in [0, 1).
+      zero_init_residual: start every residual branch's last batch-norm γ at 0, so each residual
+        block starts as the identity (Goyal et al. 2017). Not the reference recipe; it lets deep
+        networks train in a short budget (docs/benchmarks.md, "Embedded dataset").
 
     Returns:
       A functional `tf_keras.Model` from images to logits `(batch, num_classes)`. The same
@@ -241,7 +264,7 @@ def build_model(
         raise ValueError(f"Invalid value for argument `dropout_rate`. Expected [0, 1). Received: {dropout_rate!r}")
     network = resolve_network(architecture)
     images = keras.Input(_check_input_shape(input_shape), name="images")
-    features, _ = _build_features(network, images)
+    features, _ = _build_features(network, images, zero_init_residual)
     if features.shape[1] != 1 or features.shape[2] != 1:
         raise ValueError(f"The network must end in a global pool. Received features of shape {features.shape}")
     features = keras.layers.Flatten(name="flatten")(features)

@@ -268,6 +268,7 @@ class Supernet(keras.Model):
         input_shape=(224, 224, 3),
         weight_sharing: str = "aggressive",
         dropout_rate: float = 0.0,
+        zero_init_residual: bool = False,
         **kwargs,
     ):
         super().__init__(name=kwargs.pop("name", f"supernet_{space.name}"), **kwargs)
@@ -276,6 +277,7 @@ class Supernet(keras.Model):
         self.image_shape = tuple(input_shape)
         self.weight_sharing = weight_sharing
         self.dropout_rate = dropout_rate
+        self.zero_init_residual = zero_init_residual
         planner = _Planner(space, weight_sharing)
         self._feature_width = planner.plan(space.spec, self.image_shape[-1])
         self._widths = dict(planner.widths)
@@ -291,6 +293,8 @@ class Supernet(keras.Model):
         """Creates every variable (all branches) from the planned widths."""
         for op in self.ops:
             op.build(tf.TensorShape([None, None, None, None]))
+            if self.zero_init_residual and isinstance(op, blocks.Residual):
+                op.zero_init()
         self.classifier.build(tf.TensorShape([None, self._feature_width.max_value]))
         self.built = True
 
@@ -446,6 +450,7 @@ def build_supernet(
     input_shape=(224, 224, 3),
     weight_sharing: str = "aggressive",
     dropout_rate: float = 0.0,
+    zero_init_residual: bool = False,
 ) -> Supernet:
     """Builds (all variables created) the weight-sharing supernet of a search space.
 
@@ -456,6 +461,8 @@ def build_supernet(
       weight_sharing: "aggressive" (TuNAS: shared expand / project convs, channel masking) or
         "none" (ProxylessNAS-style separate paths; space "proxyless" only).
       dropout_rate: dropout before the classifier, in [0, 1).
+      zero_init_residual: start the γ of the batch norms that end each residual branch at 0, as
+        `build_model(..., zero_init_residual=True)`: every residual block starts as the identity.
 
     Raises:
       ValueError: an invalid argument.
@@ -483,6 +490,6 @@ def build_supernet(
             "Invalid value for argument `input_shape`. Expected (height, width, channels) with positive ints. "
             f"Received: input_shape={input_shape!r}"
         )
-    supernet = Supernet(search_space, num_classes, shape, weight_sharing, dropout_rate)
+    supernet = Supernet(search_space, num_classes, shape, weight_sharing, dropout_rate, zero_init_residual)
     supernet.build()
     return supernet

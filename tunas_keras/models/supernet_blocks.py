@@ -109,6 +109,10 @@ class SupernetOp(keras.layers.Layer):
         del prefix, indices
         return {}
 
+    def final_batch_norms(self) -> list:
+        """The batch norms whose output is this op's output (one per branch; none for Zero)."""
+        raise ValueError(f"{type(self).__name__} {self.name!r} does not end in batch norm")
+
 
 class ConvBatchNorm(SupernetOp):
     """k×k masked conv (+ masked batch norm, or + bias when `use_batch_norm` is False)."""
@@ -127,6 +131,9 @@ class ConvBatchNorm(SupernetOp):
             name=names[0],
         )
         self.batch_norm = MaskedBatchNorm(name=names[1]) if use_batch_norm else None
+
+    def final_batch_norms(self):
+        return [self.batch_norm] if self.batch_norm is not None else super().final_batch_norms()
 
     def build(self, input_shape):
         self.conv.build(_channels_shape(self.input_width.max_value))
@@ -253,6 +260,10 @@ class Choice(SupernetOp):
         self.block.build(input_shape)
         super().build(input_shape)
 
+    def final_batch_norms(self):
+        branches = [branch for branch in self.block.branches if not isinstance(branch, ZeroBranch)]
+        return [norm for branch in branches for norm in branch.final_batch_norms()]
+
     def call(self, inputs, context=None, training=None):
         selection = context["selections"][self.selection.key]
         one_hot = bool(context.get("one_hot", False))
@@ -284,6 +295,9 @@ class Separable(SupernetOp):
 
     def active_l2(self, context):
         return self.depthwise.active_l2(context) + self.project.active_l2(context)
+
+    def final_batch_norms(self):
+        return self.project.final_batch_norms()
 
     def export(self, prefix, indices):
         return {**self.depthwise.export(prefix, indices), **self.project.export(prefix, indices)}
@@ -323,6 +337,9 @@ class Bottleneck(SupernetOp):
     def active_l2(self, context):
         return tf.add_n([part.active_l2(context) for part in self._parts()])
 
+    def final_batch_norms(self):
+        return self.project.final_batch_norms()
+
     def export(self, prefix, indices):
         weights = {}
         for part in self._parts():
@@ -343,6 +360,11 @@ class Residual(SupernetOp):
 
     def call(self, inputs, context=None, training=None):
         return inputs + self.op(inputs, context=context, training=training)
+
+    def zero_init(self) -> None:
+        """Sets the γ of every batch norm that ends the residual branch to 0 (the block starts as identity)."""
+        for norm in self.op.final_batch_norms():
+            norm.gamma.assign(tf.zeros_like(norm.gamma))
 
     def active_l2(self, context):
         return self.op.active_l2(context)

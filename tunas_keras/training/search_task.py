@@ -87,7 +87,12 @@ class SearchTask(Task):
         config = self.config
         self.num_replicas = strategy.num_replicas_in_sync
         shape = (config.image_size, config.image_size, 3)
-        self.supernet = build_supernet(self.space, num_classes=self.data.num_classes, input_shape=shape)
+        self.supernet = build_supernet(
+            self.space,
+            num_classes=self.data.num_classes,
+            input_shape=shape,
+            zero_init_residual=config.zero_init_residual,
+        )
         self.supernet(tf.zeros((1,) + shape), masks.uniform_masks(self.space), training=False)
         self.optimizer = schedules.make_optimizer(
             config.optimizer, config.learning_rate, config.batch_size, self.total_steps,

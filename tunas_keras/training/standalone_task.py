@@ -93,6 +93,7 @@ class StandaloneTask(Task):
             num_classes=self.data.num_classes,
             input_shape=(config.image_size, config.image_size, 3),
             dropout_rate=self.dropout_rate,
+            zero_init_residual=config.zero_init_residual,
         )
         if config.init_from_supernet:
             copy_weights_from_supernet(self.model, self.architecture, config.init_from_supernet)

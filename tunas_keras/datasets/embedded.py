@@ -4,9 +4,12 @@ Ten classes of shapes (`CLASS_NAMES`) drawn at a random position, scale, aspect 
 width and colour on a textured background (a random sinusoidal grating), with small distractor
 blobs and pixel noise. Colour and texture carry no label information, and several classes differ
 only in details (a disc and a ring, a square and a frame, "+" and "x", bars and a background
-grating), so a network needs capacity and receptive field to tell them apart: larger
-architectures measurably beat smaller ones after a short training (see
-`tools/benchmark_embedded_dataset.py` and docs/benchmarks.md), which makes the search signal real.
+grating), so a network needs capacity and receptive field to tell them apart. At 64 px, with
+residual branches starting at zero (`zero_init_residual`), the largest `proxyless` architecture
+beats the smallest after 400 CPU steps (valid top-1 0.87 vs 0.74, two seeds; at 32 px the
+MobileNet-style stride-32 networks see too little of the shapes, and with the reference
+initialisation the deep ones are still near chance): see `tools/benchmark_embedded_dataset.py`
+and docs/benchmarks.md.
 
 Every class is invariant under a horizontal flip, so the reference augmentation keeps labels.
 

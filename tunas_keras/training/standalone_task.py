@@ -20,6 +20,7 @@ import search_spaces
 from tunas_keras.models.standalone import build_model
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
+from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
 from tunas_keras.training.config import TrainConfig
 from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy
 from tunas_keras.training.search_task import total_steps_for
@@ -191,32 +192,20 @@ def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches:
 
 def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
     """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
-    from tunas_keras.models.supernet import build_supernet  # pylint: disable=import-outside-toplevel
-
     if not isinstance(architecture, Architecture):
         raise ValueError(
             "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
             f"start from supernet weights. Received a reference name: {architecture!r}"
         )
-    config_path = os.path.join(search_dir, "config.json")
-    checkpoint_path = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
-    if not os.path.isfile(config_path) or checkpoint_path is None:
+    search_config, _ = read_search_config(search_dir, argument="init_from_supernet")
+    if search_spaces.get_search_space(search_config.space).name != architecture.space:
         raise ValueError(
-            "Invalid value for argument `init_from_supernet`. Expected a search model_dir with config.json and "
-            f"checkpoints/. Received: {search_dir!r}"
-        )
-    with open(config_path) as handle:
-        search_config = json.load(handle)
-    if search_spaces.get_search_space(search_config["space"]).name != architecture.space:
-        raise ValueError(
-            f"Invalid value for argument `init_from_supernet`: the search used space {search_config['space']!r}, "
+            f"Invalid value for argument `init_from_supernet`: the search used space {search_config.space!r}, "
             f"the architecture is of space {architecture.space!r}."
         )
     input_shape = tuple(model.input_shape[1:])
-    supernet = build_supernet(architecture.space, num_classes=int(model.output_shape[-1]), input_shape=input_shape)
-    from tunas_keras import masks  # pylint: disable=import-outside-toplevel
-
-    supernet(tf.zeros((1,) + input_shape), masks.uniform_masks(supernet.space), training=False)
-    tf.train.Checkpoint(supernet=supernet).restore(checkpoint_path).expect_partial()
+    supernet, _ = load_search_supernet(
+        search_dir, int(model.output_shape[-1]), input_shape, argument="init_from_supernet"
+    )
     child = supernet.extract_child(architecture, input_shape=input_shape)
     model.set_weights(child.get_weights())

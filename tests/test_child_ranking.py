@@ -1,0 +1,72 @@
+"""A search's supernet restored from its checkpoint: children's ranking, and weights for training."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tunas_keras
+from tunas_keras.cost_models import estimate_cost
+from tunas_keras.cost_models.calibration import spearman
+from tunas_keras.training.child_ranking import rank_children
+from tunas_keras.training.config import SearchConfig, config_to_json
+from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
+from tunas_keras.training.standalone_task import copy_weights_from_supernet
+
+SHAPE = (32, 32, 3)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """A search model_dir whose checkpoint holds perturbed (not freshly initialised) weights."""
+    directory = tmp_path_factory.mktemp("search")
+    config = SearchConfig(image_size=SHAPE[0], model_dir=str(directory))
+    (directory / "config.json").write_text(config_to_json(config))
+    supernet = tunas_keras.build_supernet("proxyless", num_classes=10, input_shape=SHAPE)
+    rng = np.random.default_rng(0)
+    for variable in supernet.trainable_variables:
+        variable.assign_add(rng.normal(0.0, 0.1, variable.shape).astype(np.float32))
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), supernet=supernet)
+    tf.train.CheckpointManager(checkpoint, str(directory / "checkpoints"), max_to_keep=1).save()
+    return str(directory), supernet, config
+
+
+def test_rank_children_evaluates_each_child_like_its_extracted_model(search):
+    search_dir, supernet, config = search
+    result = rank_children(search_dir, num_architectures=3, num_batches=1, batch_size=16, seed=0)
+    images, labels = next(iter(dataset_from_config(config).make("valid", 16, training=False, repeat=False)))
+    entries = result["children"] + [result["smallest"], result["largest"]]
+    assert len(result["children"]) == 3 and result["num_images"] == 16
+    for entry in entries:
+        architecture = supernet.space.architecture(entry["indices"])
+        assert entry["cost"] == pytest.approx(estimate_cost(architecture), abs=1e-9)
+        logits = supernet.extract_child(architecture)(images, training=True)  # batch statistics
+        assert entry["accuracy"] == pytest.approx(float(top1_accuracy(labels, logits)), abs=1e-6)
+    assert result["smallest"]["cost"] < min(child["cost"] for child in result["children"])
+    assert result["largest"]["cost"] > max(child["cost"] for child in result["children"])
+    costs = [child["cost"] for child in result["children"]]
+    accuracies = [child["accuracy"] for child in result["children"]]
+    np.testing.assert_equal(result["spearman"], spearman(costs, accuracies))
+    assert result["accuracy_by_cost_tercile"] == [accuracies[i] for i in np.argsort(costs)]
+
+
+def test_standalone_model_starts_from_the_searched_weights(search):
+    search_dir, supernet, _ = search
+    architecture = supernet.space.architecture(tuple(i % n for i, n in enumerate(supernet.space.num_choices)))
+    model = tunas_keras.build_model(architecture, num_classes=10, input_shape=SHAPE)
+    copy_weights_from_supernet(model, architecture, search_dir)
+    images = tf.random.stateless_normal((8,) + SHAPE, seed=[1, 2])
+    np.testing.assert_allclose(model(images, training=True), supernet(images, architecture, training=True), atol=5e-4)
+    with pytest.raises(ValueError, match="`init_from_supernet`: the search used space 'proxyless'"):
+        other = tunas_keras.reference_architecture("mobilenet_v2", space="proxyless_enlarged")
+        copy_weights_from_supernet(model, other, search_dir)
+
+
+def test_bad_arguments_name_the_argument(search, tmp_path):
+    search_dir, supernet, _ = search
+    with pytest.raises(ValueError, match=r"`search_dir`. Expected a search model_dir .* Received: '.*empty'"):
+        rank_children(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=r"`num_architectures`. Expected an int >= 3. Received: 2"):
+        rank_children(search_dir, num_architectures=2)
+    with pytest.raises(ValueError, match=r"`init_from_supernet`. Expected a search model_dir"):
+        architecture = supernet.space.architecture([0] * supernet.space.num_decisions)
+        copy_weights_from_supernet(None, architecture, str(tmp_path / "empty"))

@@ -1,0 +1,119 @@
+"""Is the search signal there? Accuracy of sampled children under a search's shared weights.
+
+The search's reward only carries information if, under the shared weights, children differ in
+accuracy, and for a latency-constrained search the interesting question is whether children
+that cost more (more depth, larger kernels and expansions) are more accurate. `rank_children`
+restores the supernet of a finished (or running) search, evaluates uniformly sampled children
+plus the space's smallest and largest one on held-out batches (one-hot masks and batch
+statistics, exactly as the search's validation pass) and reports Spearman's correlation of
+accuracy with cost.
+
+    >>> result = rank_children("runs/search", num_architectures=32, num_batches=4)
+    >>> result["spearman"], result["smallest"]["accuracy"], result["largest"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tunas_keras import cost_models, masks
+from tunas_keras.cost_models.calibration import spearman
+from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
+from tunas_keras.models.supernet import Supernet, build_supernet
+from tunas_keras.training.config import SearchConfig, config_from_dict
+from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
+
+
+def read_search_config(search_dir: str, argument: str = "search_dir") -> tuple[SearchConfig, str]:
+    """`(config, latest checkpoint path)` of a `tools/search.py` model_dir, or a ValueError naming `argument`."""
+    config_path = os.path.join(search_dir, "config.json")
+    checkpoint_path = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
+    if not os.path.isfile(config_path) or checkpoint_path is None:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a search model_dir with config.json and "
+            f"checkpoints/. Received: {search_dir!r}"
+        )
+    with open(config_path) as handle:
+        return config_from_dict(SearchConfig, json.load(handle)), checkpoint_path
+
+
+def load_search_supernet(
+    search_dir: str, num_classes: int, input_shape=None, argument: str = "search_dir"
+) -> tuple[Supernet, SearchConfig]:
+    """The supernet of the search in `search_dir`, restored from its latest checkpoint.
+
+    Args:
+      search_dir: a `tools/search.py` model_dir (config.json and checkpoints/).
+      num_classes: classifier outputs (the search's dataset's class count).
+      input_shape: (height, width, channels); default: the search's image size.
+      argument: the caller's argument name, for error messages.
+
+    Returns:
+      `(supernet, search_config)`.
+    """
+    config, checkpoint_path = read_search_config(search_dir, argument)
+    shape = tuple(input_shape) if input_shape is not None else (config.image_size, config.image_size, 3)
+    supernet = build_supernet(config.space, num_classes=num_classes, input_shape=shape)
+    supernet(tf.zeros((1,) + shape), masks.uniform_masks(supernet.space), training=False)
+    tf.train.Checkpoint(supernet=supernet).restore(checkpoint_path).expect_partial()
+    return supernet, config
+
+
+def evaluate_children(supernet: Supernet, indices: np.ndarray, batches: list) -> np.ndarray:
+    """Top-1 accuracy of each architecture (rows of int `indices`) over `batches` of (images, labels)."""
+
+    @tf.function
+    def correct(images, labels, *one_hot):
+        logits = supernet(images, list(one_hot), training=False, one_hot=True)
+        return top1_accuracy(labels, logits) * tf.cast(tf.shape(labels)[0], tf.float32)
+
+    total = sum(int(labels.shape[0]) for _, labels in batches)
+    accuracies = []
+    for row in indices:
+        row_masks = masks.one_hot_masks(supernet.space, [int(index) for index in row])
+        accuracies.append(sum(float(correct(images, labels, *row_masks)) for images, labels in batches) / total)
+    return np.asarray(accuracies)
+
+
+def rank_children(
+    search_dir: str, num_architectures: int = 32, num_batches: int = 4, batch_size: int = 128, seed: int = 0
+) -> dict:
+    """Evaluates sampled children of a search's supernet; see the module docstring.
+
+    Returns:
+      `{"children": [{"indices", "cost", "accuracy"}, ...], "spearman": accuracy vs cost over
+      the sampled children, "smallest" / "largest": the extreme architectures' entries,
+      "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
+      "num_images", "space", "cost_model"}`.
+    """
+    for name, value, minimum in (("num_architectures", num_architectures, 3), ("num_batches", num_batches, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {value!r}")
+    data = dataset_from_config(read_search_config(search_dir)[0])
+    supernet, config = load_search_supernet(search_dir, data.num_classes)
+    batches = list(data.make("valid", batch_size, training=False, repeat=False).take(num_batches))
+    space = supernet.space
+    sampled = uniform_indices(space, np.random.default_rng(seed), num_architectures)
+    indices = np.concatenate([sampled, np.asarray(extreme_indices(space), np.int32)])
+    accuracies = evaluate_children(supernet, indices, batches)
+    cost_model = cost_models.get_cost_model(config.cost_model, space)
+    costs = np.asarray([cost_model.cost(row.tolist()) for row in indices])
+    children = [
+        {"indices": row.tolist(), "cost": float(cost), "accuracy": float(accuracy)}
+        for row, cost, accuracy in zip(indices, costs, accuracies)
+    ]
+    order = np.argsort(costs[:num_architectures], kind="stable")
+    return {
+        "space": space.name,
+        "cost_model": config.cost_model,
+        "num_images": sum(int(labels.shape[0]) for _, labels in batches),
+        "children": children[:num_architectures],
+        "smallest": children[num_architectures],
+        "largest": children[num_architectures + 1],
+        "spearman": spearman(costs[:num_architectures], accuracies[:num_architectures]),
+        "accuracy_by_cost_tercile": [float(np.mean(accuracies[part])) for part in np.array_split(order, 3)],
+    }

@@ -67,6 +67,8 @@ def test_bad_arguments_name_the_argument(search, tmp_path):
         rank_children(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match=r"`num_architectures`. Expected an int >= 3. Received: 2"):
         rank_children(search_dir, num_architectures=2)
+    with pytest.raises(ValueError, match=r"`batch_size`. Expected an int >= 1. Received: 0"):
+        rank_children(search_dir, batch_size=0)
     with pytest.raises(ValueError, match=r"`init_from_supernet`. Expected a search model_dir"):
         architecture = supernet.space.architecture([0] * supernet.space.num_decisions)
         copy_weights_from_supernet(None, architecture, str(tmp_path / "empty"))

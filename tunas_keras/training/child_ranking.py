@@ -42,25 +42,21 @@ def read_search_config(search_dir: str, argument: str = "search_dir") -> tuple[S
 
 
 def load_search_supernet(
-    search_dir: str, num_classes: int, input_shape=None, argument: str = "search_dir"
-) -> tuple[Supernet, SearchConfig]:
-    """The supernet of the search in `search_dir`, restored from its latest checkpoint.
+    config: SearchConfig, checkpoint_path: str, num_classes: int, input_shape=None
+) -> Supernet:
+    """The supernet of a search (`read_search_config`'s result), restored from `checkpoint_path`.
 
     Args:
-      search_dir: a `tools/search.py` model_dir (config.json and checkpoints/).
+      config: the search's config.
+      checkpoint_path: its checkpoint.
       num_classes: classifier outputs (the search's dataset's class count).
       input_shape: (height, width, channels); default: the search's image size.
-      argument: the caller's argument name, for error messages.
-
-    Returns:
-      `(supernet, search_config)`.
     """
-    config, checkpoint_path = read_search_config(search_dir, argument)
     shape = tuple(input_shape) if input_shape is not None else (config.image_size, config.image_size, 3)
     supernet = build_supernet(config.space, num_classes=num_classes, input_shape=shape)
     supernet(tf.zeros((1,) + shape), masks.uniform_masks(supernet.space), training=False)
     tf.train.Checkpoint(supernet=supernet).restore(checkpoint_path).expect_partial()
-    return supernet, config
+    return supernet
 
 
 def evaluate_children(supernet: Supernet, indices: np.ndarray, batches: list) -> np.ndarray:
@@ -90,11 +86,13 @@ def rank_children(
       "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
       "num_images", "space", "cost_model"}`.
     """
-    for name, value, minimum in (("num_architectures", num_architectures, 3), ("num_batches", num_batches, 1)):
+    checks = (("num_architectures", num_architectures, 3), ("num_batches", num_batches, 1), ("batch_size", batch_size, 1))
+    for name, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {value!r}")
-    data = dataset_from_config(read_search_config(search_dir)[0])
-    supernet, config = load_search_supernet(search_dir, data.num_classes)
+    config, checkpoint_path = read_search_config(search_dir)
+    data = dataset_from_config(config)
+    supernet = load_search_supernet(config, checkpoint_path, data.num_classes)
     batches = list(data.make("valid", batch_size, training=False, repeat=False).take(num_batches))
     space = supernet.space
     sampled = uniform_indices(space, np.random.default_rng(seed), num_architectures)

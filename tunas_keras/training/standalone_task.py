@@ -197,15 +197,13 @@ def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str
             "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
             f"start from supernet weights. Received a reference name: {architecture!r}"
         )
-    search_config, _ = read_search_config(search_dir, argument="init_from_supernet")
+    search_config, checkpoint_path = read_search_config(search_dir, argument="init_from_supernet")
     if search_spaces.get_search_space(search_config.space).name != architecture.space:
         raise ValueError(
             f"Invalid value for argument `init_from_supernet`: the search used space {search_config.space!r}, "
             f"the architecture is of space {architecture.space!r}."
         )
     input_shape = tuple(model.input_shape[1:])
-    supernet, _ = load_search_supernet(
-        search_dir, int(model.output_shape[-1]), input_shape, argument="init_from_supernet"
-    )
+    supernet = load_search_supernet(search_config, checkpoint_path, int(model.output_shape[-1]), input_shape)
     child = supernet.extract_child(architecture, input_shape=input_shape)
     model.set_weights(child.get_weights())

@@ -44,7 +44,11 @@ def bottleneck_block(strides: int, num_layers: int, endpoint: bool, filters: One
 def build_network(widths: list[OneOf]) -> Network:
     """The ProxylessNAS layout with the given width decisions (stem, sepconv, 6 blocks, head)."""
     stem = Block((Conv(kernel_size=3, strides=2), Activation("relu")), widths[0])
-    separable = Block((SeparableConv(kernel_size=OneOf(KERNEL_SIZES, "kernel_size")), Endpoint()), widths[1])
+    # As the reference: three complete separable convs (each kernel its own depthwise AND its own
+    # 1x1 projection), not one projection shared by three depthwise kernels. Same decision
+    # position and cost features as a kernel-size choice.
+    separable_choices = tuple(SeparableConv(kernel_size=kernel_size) for kernel_size in KERNEL_SIZES)
+    separable = Block((OneOf(separable_choices, "op"), Endpoint()), widths[1])
     blocks = [
         bottleneck_block(strides, num_layers, endpoint, width)
         for (strides, num_layers, endpoint), width in zip(BOTTLENECK_BLOCKS, widths[2:8])

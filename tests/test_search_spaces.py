@@ -46,7 +46,9 @@ def test_exact_cardinalities():
 def test_proxyless_positions_match_the_cost_model_table():
     space = tunas_keras.get_search_space("proxyless")
     tags = [decision.tag for decision in space.decisions]
-    assert tags[:3] == ["filters", "kernel_size", "filters"]
+    # Position 1: the separable conv is a choice among three whole ops (as the reference).
+    assert tags[:3] == ["filters", "op", "filters"]
+    assert [choice.kernel_size for choice in space.decisions[1].choices] == [3, 5, 7]
     for p in (3, 16, 29, 42, 55):
         assert tags[p : p + 3] == ["kernel_size", "expansion", "op"]
         assert space.decisions[p + 2].num_choices == 1

@@ -217,3 +217,13 @@ def test_bad_inputs_raise_clear_errors(supernets, images):
         supernet.extract_child(tunas_keras.reference_architecture("mobilenet_v2"))
     with pytest.raises(ValueError, match="Invalid value for argument `space`"):
         build_supernet("unknown")
+
+
+def test_proxyless_stem_separable_convs_are_three_whole_ops(supernets):
+    """As the reference: each kernel size has its own depthwise AND its own 1×1 projection."""
+    supernet = supernets("proxyless")
+    choice = supernet.ops[2]  # stem conv, ReLU, then the separable-conv choice
+    assert isinstance(choice, blocks.Choice) and len(choice.block.branches) == 3
+    projections = [branch.project.conv.kernel for branch in choice.block.branches]
+    assert len({id(kernel) for kernel in projections}) == 3
+    assert [branch.depthwise.depthwise.kernel_size for branch in choice.block.branches] == [3, 5, 7]

@@ -111,8 +111,12 @@ class _Planner:
         return planner(self, spec, path, input_width, output_width, prefix)
 
     def _one_of(self, spec: OneOf, path, input_width, output_width, prefix):
+        # Keras names must not repeat among the branches (e.g. three whole separable convs).
+        def branch_prefix(index):
+            return prefix if len(spec.choices) == 1 else f"{prefix}{spec.tag}{index}_"
+
         planned = [
-            self.op(choice, path + (f"{spec.tag}={index}",), input_width, output_width, prefix)
+            self.op(choice, path + (f"{spec.tag}={index}",), input_width, output_width, branch_prefix(index))
             for index, choice in enumerate(spec.choices)
         ]
         if len(planned) == 1:

@@ -155,16 +155,45 @@ def test_unshared_every_path_gets_a_gradient(supernets, images):
     assert all(g is not None and np.any(g.numpy()) for g in grads)
 
 
+def _child_kernel_l2(supernet, indices) -> float:
+    """Σw² over the extracted child's kernels except the classifier's (the reference's L2 rule)."""
+    child = supernet.extract_child(supernet.space.architecture(indices))
+    kernels = [w for w in child.trainable_weights if "kernel" in w.name and not w.name.startswith("classifier")]
+    assert kernels
+    return sum(float(np.sum(np.square(w.numpy()), dtype=np.float64)) for w in kernels)
+
+
 @pytest.mark.parametrize("space_name", [pytest.param("proxyless_enlarged", marks=SLOW), "mobilenet_v3_like"])
 def test_regularization_counts_exactly_the_child_kernels(supernets, space_name):
     supernet = supernets(space_name)
-    arch = supernet.space.architecture(random_indices(supernet.space, 5))
-    child = supernet.extract_child(arch)
-    expected = sum(float(np.sum(w.numpy() ** 2)) for w in child.trainable_weights if "kernel" in w.name)
-    np.testing.assert_allclose(float(supernet.regularization_loss(arch)), expected, rtol=1e-5)
+    indices = random_indices(supernet.space, 5)
+    expected = _child_kernel_l2(supernet, indices)
+    np.testing.assert_allclose(float(supernet.regularization_loss(supernet.space.architecture(indices))), expected, rtol=1e-5)
     everything = sum(float(np.sum(w.numpy() ** 2)) for w in supernet.trainable_weights if "kernel" in w.name)
     warm = float(supernet.regularization_loss(uniform_masks(supernet.space)))
-    assert expected < warm <= everything * (1 + 1e-6)
+    assert 0 < warm < everything
+
+
+def test_regularization_under_op_warmup_weights_each_branch_by_its_mask(supernets):
+    """One skippable layer averaged (keep/skip 1/2, kernel 1/3 each): the expected child L2 over those choices."""
+    supernet = supernets("proxyless")
+    space = supernet.space
+    base = list(random_indices(space, 3))
+    kernel, keep = 29 + 3, 29 + 5  # block 4, layer 2: kernel and keep/skip positions (cost-model.md §3.1)
+    assert space.decisions[kernel].tag == "kernel_size" and space.decisions[keep].tag == "op"
+    skipped = _child_kernel_l2(supernet, base[:keep] + [1] + base[keep + 1 :])
+    kept = []
+    for choice in range(3):
+        indices = base[:kernel] + [choice] + base[kernel + 1 :]
+        kept.append(_child_kernel_l2(supernet, indices[:keep] + [0] + indices[keep + 1 :]))
+    expected = skipped + 0.5 * (np.mean(kept) - skipped)
+    masks = one_hot_masks(space, base)
+    masks[kernel] = tf.fill([3], 1.0 / 3.0)
+    masks[keep] = tf.constant([0.5, 0.5])
+    np.testing.assert_allclose(float(supernet.regularization_loss(masks)), expected, rtol=1e-5)
+    # The rule this replaced (every active branch counted fully) differs by far more than rounding.
+    counted_fully = skipped + sum(value - skipped for value in kept)
+    assert abs(counted_fully - expected) > 1e-3 * expected
 
 
 @SLOW

@@ -139,13 +139,12 @@ class MaskedConv2D(keras.layers.Layer):
         return outputs
 
     def active_l2(self, input_mask=None, output_mask=None) -> tf.Tensor:
-        """Sum of squares of the kernel entries whose input and output channels are active (mask > 0)."""
-        weights = tf.square(self.kernel)
-        if input_mask is not None:
-            weights = weights * _indicator(input_mask)[:, None]
-        if output_mask is not None:
-            weights = weights * _indicator(output_mask)
-        return tf.reduce_sum(weights)
+        """Sum of squares of the masked kernel (the reference's L2 of `kernel · mask`).
+
+        With 0/1 masks: the squares of the kernel entries whose input and output channels are
+        active. The bias is not regularised (as the reference).
+        """
+        return tf.reduce_sum(tf.square(self.masked_kernel(input_mask, output_mask)))
 
     def sliced_weights(self, input_channels: int, output_channels: int) -> list:
         """The weights of a plain `Conv2D` with the first `input_channels` / `output_channels`."""
@@ -215,10 +214,11 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
         return tf.nn.depthwise_conv2d(inputs, kernel, strides, padding="SAME")
 
     def active_l2(self, channel_mask=None) -> tf.Tensor:
-        weights = tf.square(self.depthwise_kernel)
+        """Sum of squares of the masked depthwise kernel (see `MaskedConv2D.active_l2`)."""
+        kernel = read_weight(self.depthwise_kernel)
         if channel_mask is not None:
-            weights = weights * _indicator(channel_mask)[:, None]
-        return tf.reduce_sum(weights)
+            kernel = kernel * _as_mask(channel_mask)[:, None]
+        return tf.reduce_sum(tf.square(kernel))
 
     def sliced_weights(self, channels: int) -> list:
         return [self.depthwise_kernel.numpy()[:, :, :channels, :]]

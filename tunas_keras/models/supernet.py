@@ -3,7 +3,7 @@
     >>> supernet = build_supernet("proxyless", num_classes=10, input_shape=(32, 32, 3))
     >>> masks = tunas_keras.masks.one_hot_masks(supernet.space, arch)      # or just `arch`
     >>> logits = supernet(images, masks, training=True)                   # [batch, 10]
-    >>> loss += 4e-5 * supernet.regularization_loss(masks)
+    >>> loss += 4e-5 / 2 * supernet.regularization_loss(masks)        # weight decay 4e-5
     >>> child = supernet.extract_child(arch)      # == tunas_keras.build_model(arch) + copied weights
 
 How decisions are implemented (paper §4.1, reference implementation):
@@ -383,17 +383,18 @@ class Supernet(keras.Model):
         return {f"stride_{stride}": endpoints[stride] for stride in ENDPOINT_STRIDES if stride in endpoints}
 
     def regularization_loss(self, masks) -> tf.Tensor:
-        """Sum of squares of the ACTIVE kernel weights (multiply by the L2 coefficient, e.g. 4e-5).
+        """Σw² over the ACTIVE kernels, as the reference regularises the one-shot model.
 
-        Rule: conv, depthwise, squeeze-excite and classifier kernels (not biases, not batch norm),
-        restricted to the input / output channels whose channel mask is > 0, and to the branches
-        of op decisions whose selection weight is > 0 (one-hot: the chosen branch; op warmup: all
-        branches). Shared weights (expand / project) count once.
+        Multiply by `weight_decay / 2` (the reference's `l2(weight_decay / 2)`, tf.contrib
+        semantics). Rule: conv, depthwise and squeeze-excite kernels, not biases, not batch norm,
+        and NOT the final classifier (the reference's head has no regulariser). Each kernel is
+        masked by its channel masks (0/1 masks: only the active channels count), and each branch
+        of an op decision is weighted by its selection weight (one-hot: the chosen branch only;
+        op warmup: 1/3 per kernel branch, 1/2 for skip or squeeze-excite, products when nested).
+        Shared weights (expand / project) count once.
         """
         context = self._context(self._check_masks(masks))
-        total = tf.add_n([op.active_l2(context) for op in self.ops])
-        active = tf.cast(context["channels"][self._feature_width.key] > 0, tf.float32)
-        return total + tf.reduce_sum(tf.square(self.classifier.kernel) * active[:, None])
+        return tf.add_n([op.active_l2(context) for op in self.ops])
 
     # -- child extraction -------------------------------------------------------------------
     def child_weights(self, architecture: Architecture) -> dict:

@@ -247,8 +247,11 @@ class Zero(ZeroBranch):
 class Choice(SupernetOp):
     """An op decision: a `ChoiceBlock` over `branches`, selected by `selection` (a `Combination`).
 
-    `active_l2` counts the branches whose selection weight is > 0 (a one-hot selection: the
-    chosen branch only; op warmup: all branches).
+    `active_l2` weights each branch's penalty by its selection weight, as the reference's
+    `Switch` masks each option's regulariser by its mask entry: a one-hot selection counts the
+    chosen branch only; under op warmup each of n branches counts 1/n (nested choices multiply).
+    The reference takes the maximum over options for a variable that several options share; no
+    two branches of our choices share a variable, so the weighted sum is the same thing.
     """
 
     def __init__(self, branches, selection: Combination, **kwargs):
@@ -270,8 +273,8 @@ class Choice(SupernetOp):
         return self.block(inputs, selection=selection, context=context, training=training, one_hot=one_hot)
 
     def active_l2(self, context):
-        active = tf.cast(context["selections"][self.selection.key] > 0, tf.float32)
-        return tf.add_n([active[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
+        weights = context["selections"][self.selection.key]
+        return tf.add_n([weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
 
     def export(self, prefix, indices):
         return self.block.branches[self.selection.index(indices)].export(prefix, indices)

@@ -73,6 +73,9 @@ class SearchConfig(RunConfig):
     rl_learning_rate: float = 0.1
     rl_delay_fraction: float = 0.25
     entropy_weight: float = 0.0
+    # "auto": "slice" on CPU, "mask" on GPU / TPU (tunas_keras.models.supernet, docs/benchmarks.md).
+    supernet_execution: str = "auto"
+    jit_compile: Optional[bool] = None  # None: XLA for the "mask" execution on a GPU / TPU
     op_warmup: bool = True
     filter_warmup: bool = True
     warmup_fraction: float = 0.25

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
 
 from search_spaces import get_search_space
 from tunas_keras import cost_models, datasets, masks
@@ -42,6 +43,14 @@ def total_steps_for(steps: Optional[int], epochs: Optional[float], num_examples:
     if steps is None or steps < 1:
         raise ValueError(f"Invalid value for argument `steps`. Expected an int >= 1. Received: steps={steps!r}")
     return int(steps)
+
+
+def _use_xla(jit_compile: Optional[bool], execution: str) -> bool:
+    """`jit_compile` if set, else XLA for the static-shape "mask" execution on an accelerator."""
+    if jit_compile is not None:
+        return bool(jit_compile)
+    accelerator = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return execution == "mask" and accelerator
 
 
 def dataset_from_config(config):
@@ -92,8 +101,13 @@ class SearchTask(Task):
             num_classes=self.data.num_classes,
             input_shape=shape,
             zero_init_residual=config.zero_init_residual,
+            execution=config.supernet_execution,
         )
-        self.supernet(tf.zeros((1,) + shape), masks.uniform_masks(self.space), training=False)
+        self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
+        logging.info(
+            "Supernet execution: %s%s (--supernet_execution=%s)",
+            self.supernet.execution, " with XLA" if self.jit_compile else "", config.supernet_execution,
+        )
         self.optimizer = schedules.make_optimizer(
             config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
             config.learning_rate_warmup_fraction,
@@ -127,11 +141,21 @@ class SearchTask(Task):
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
         return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, replica])
 
-    def _weight_step(self, images, labels, step_masks):
+    def phase(self, step: int) -> str:
+        """"op_warmup" while op warmup may make op masks fractional, then "one_hot".
+
+        One step function per phase: the one-hot graph runs each kernel-size choice as one
+        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks.
+        """
+        if not self.config.op_warmup:
+            return "one_hot"
+        probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
+        return "op_warmup" if float(probability) > 0.0 else "one_hot"
+
+    def _weight_step(self, images, labels, step_masks, one_hot):
         variables = self.supernet.trainable_variables
         with tf.GradientTape() as tape:
-            # Without op warmup every op mask is one-hot: the smaller one-hot graph suffices.
-            logits = self.supernet(images, step_masks, training=True, one_hot=not self.config.op_warmup)
+            logits = self.supernet(images, step_masks, training=True, one_hot=one_hot)
             cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
             regularization = self.config.weight_decay * self.supernet.regularization_loss(step_masks)
             loss = cross_entropy + regularization
@@ -140,13 +164,15 @@ class SearchTask(Task):
         self.optimizer.apply_gradients(zip(gradients, variables))
         return loss, cross_entropy, top1_accuracy(labels, logits)
 
-    def replica_step(self, inputs, step) -> dict:
+    def replica_step(self, inputs, step, phase=None) -> dict:
         (train_images, train_labels), (valid_images, valid_labels) = inputs
         probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
         indices, step_masks = self.controller.sample_masks(self._seed(step), op_probability, filter_probability)
-        loss, cross_entropy, train_accuracy = self._weight_step(train_images, train_labels, step_masks)
+        loss, cross_entropy, train_accuracy = self._weight_step(
+            train_images, train_labels, step_masks, one_hot=phase == "one_hot"
+        )
 
         # The reward scores the sampled architecture itself (no warmup replacement).
         sampled = masks.one_hot_masks(self.space, indices)

@@ -124,7 +124,7 @@ class StandaloneTask(Task):
 
         return make
 
-    def replica_step(self, inputs, step) -> dict:
+    def replica_step(self, inputs, step, phase=None) -> dict:
         images, labels = inputs
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:

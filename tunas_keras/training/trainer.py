@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import json
 import math
 import os
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -107,8 +108,20 @@ class Task(abc.ABC):
         """Per-replica input pipeline, advanced to `start_step`."""
 
     @abc.abstractmethod
-    def replica_step(self, inputs: Any, step: tf.Variable) -> dict:
-        """One training step on one replica; returns scalar metrics (averaged across replicas)."""
+    def replica_step(self, inputs: Any, step: tf.Variable, phase: Hashable = None) -> dict:
+        """One training step on one replica; returns scalar metrics (averaged across replicas).
+
+        `phase` is `self.phase(step)`, a Python value: the trainer traces one step function per
+        phase (e.g. the search's op-warmup and one-hot phases), each a smaller graph.
+        """
+
+    def phase(self, step: int) -> Hashable:
+        """The Python-level phase of the step that starts after `step` completed steps."""
+        del step
+        return None
+
+    # Compile `replica_step` with XLA (`tf.function(jit_compile=True)`).
+    jit_compile: bool = False
 
     def write_summaries(self, step: int) -> None:
         """Extra summaries (host side), called inside the trainer's summary writer context."""
@@ -175,10 +188,13 @@ class Trainer:
 
     def _make_step_function(self, step: tf.Variable):
         strategy, task = self.strategy, self.task
+        # autograph=False: the steps are straight-line graphs; converting every layer's `call`
+        # would only slow down tracing.
+        replica_step = tf.function(task.replica_step, jit_compile=True, autograph=False) if task.jit_compile else task.replica_step
 
-        @tf.function
-        def train_step(inputs):
-            per_replica = strategy.run(task.replica_step, args=(inputs, step))
+        @functools.partial(tf.function, autograph=False)
+        def train_step(inputs, phase):
+            per_replica = strategy.run(replica_step, args=(inputs, step, phase))
             reduced = {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for key, value in per_replica.items()}
             step.assign_add(1)
             return reduced
@@ -211,7 +227,7 @@ class Trainer:
         started = time.time()
         last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
         for current in range(start + 1, last + 1):
-            metrics = {key: float(value) for key, value in train_step(next(iterator)).items()}
+            metrics = {key: float(value) for key, value in train_step(next(iterator), self.task.phase(current - 1)).items()}
             self._check_finite(metrics, current)
             if current % self.summary_every == 0 or current == self.task.total_steps:
                 history.append({"step": current, **metrics})

@@ -71,9 +71,8 @@ def reference_architecture(name: str, space: Optional[str] = None) -> Architectu
             f"Invalid value for argument `space`. Expected 'proxyless' or 'proxyless_enlarged' for "
             f"reference {name!r}. Received: space={search_space.name!r}"
         )
-    filter_decisions = [decision for decision in search_space.decisions if decision.tag == "filters"]
     try:
-        indices = reference.layout_indices(reference.PROXYLESS_LAYOUT_REFERENCES[name], filter_decisions)
+        indices = reference.layout_indices(reference.PROXYLESS_LAYOUT_REFERENCES[name], search_space)
     except ValueError as error:
         raise ValueError(
             f"Invalid value for argument `space`: reference {name!r} is not a point of {search_space.name!r} "

@@ -12,9 +12,25 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tunas_keras.specs import RELU, SWISH6, Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network
-from tunas_keras.specs import Residual, SeparableConv
+from tunas_keras.schema import Decision, SearchSpace
+from tunas_keras.specs import (
+    RELU,
+    SWISH6,
+    Activation,
+    Block,
+    Bottleneck,
+    Conv,
+    Endpoint,
+    GlobalPool,
+    Network,
+    Residual,
+    SeparableConv,
+    Zero,
+)
 
+# Op code = 3·e + k: the kernel size is OP_KERNEL_SIZES[k], the expansion OP_EXPANSIONS[e].
+OP_KERNEL_SIZES = (3, 5, 7)
+OP_EXPANSIONS = (3, 6)
 SKIP_OP = 6
 
 
@@ -116,28 +132,60 @@ def mobilenet_v3_large() -> Network:
 REFERENCE_NAMES = tuple(PROXYLESS_LAYOUT_REFERENCES) + ("mobilenet_v3_large",)
 
 
-def layout_indices(layout: ProxylessLayout, filter_decisions) -> list:
+def _op_index(decision: Decision, op: int) -> int:
+    """The choice of one decision of a layer that the op code `op` describes."""
+    skipped = op == SKIP_OP
+    kernel_size = None if skipped else OP_KERNEL_SIZES[op % 3]
+    expansion = None if skipped else OP_EXPANSIONS[op // 3]
+    if decision.tag in ("kernel_size", "expansion"):
+        # A skipped layer keeps kernel and expansion at index 0; they do not matter then.
+        return 0 if skipped else decision.choices.index(kernel_size if decision.tag == "kernel_size" else expansion)
+    if decision.tag != "op":
+        raise ValueError(f"Decision {decision.name} has no meaning in the ProxylessNAS op codes.")
+
+    layers = [index for index, choice in enumerate(decision.choices) if not isinstance(choice, Zero)]
+    if skipped:
+        candidates = [index for index, choice in enumerate(decision.choices) if isinstance(choice, Zero)]
+    elif len(layers) > 1:  # whole ops that differ by their kernel size
+        candidates = [index for index in layers if decision.choices[index].kernel_size == kernel_size]
+    else:
+        candidates = layers
+    if len(candidates) != 1:
+        raise ValueError(f"Op code {op} matches {len(candidates)} choices of {decision.name}.")
+    return candidates[0]
+
+
+def layout_indices(layout: ProxylessLayout, space: SearchSpace) -> list:
     """The `indices` of a ProxylessNAS-layout network in a space with that layout.
+
+    The space's own decision order decides: each layer that has decisions takes the next op
+    code, and each block's `filters` decision takes that block's width.
 
     Args:
       layout: ops and widths.
-      filter_decisions: the space's nine width decisions, in order.
+      space: a search space of the ProxylessNAS layout.
 
     Raises:
-      ValueError: a width is not among the choices of its decision.
+      ValueError: a width or an op is not among the choices of its decision, or the layout does
+        not have one op per searched layer.
     """
-    widths = []
-    for position, (filters, decision) in enumerate(zip(layout.filters, filter_decisions)):
-        if filters not in decision.choices:
-            raise ValueError(f"Width {filters} of block {position} is not one of the choices {decision.choices}.")
-        widths.append(decision.choices.index(filters))
-    indices = [widths[0], layout.ops[0], widths[1]]
-    ops = iter(layout.ops[1:])
-    for block, num_layers in enumerate((4, 4, 4, 4, 4, 1)):
-        for _ in range(num_layers):
-            op = next(ops)
-            # A skipped layer keeps kernel and expansion at index 0; they do not matter then.
-            indices += [0, 0, 1] if op == SKIP_OP else [op % 3, op // 3, 0]
-        indices.append(widths[2 + block])
-    indices.append(widths[8])
+    ops = iter(layout.ops)
+    layer_ops: dict = {}
+    indices = []
+    for decision in space.decisions:
+        block = decision.path[1]  # ("blocks", block, "filters") or ("blocks", block, "layers", layer, ...)
+        if decision.tag == "filters":
+            filters = layout.filters[block]
+            if filters not in decision.choices:
+                raise ValueError(f"Width {filters} of block {block} is not one of the choices {decision.choices}.")
+            indices.append(decision.choices.index(filters))
+            continue
+        layer = decision.path[:4]
+        if layer not in layer_ops:
+            layer_ops[layer] = next(ops, None)
+            if layer_ops[layer] is None:
+                raise ValueError(f"The layout has {len(layout.ops)} op codes; the space needs more.")
+        indices.append(_op_index(decision, layer_ops[layer]))
+    if len(layer_ops) != len(layout.ops):
+        raise ValueError(f"The layout has {len(layout.ops)} op codes; the space has {len(layer_ops)} searched layers.")
     return indices

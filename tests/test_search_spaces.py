@@ -5,8 +5,8 @@ import math
 import pytest
 
 import tunas_keras
+from search_spaces import ALIASES, reference
 from tests.conftest import load_golden_vectors
-from search_spaces import ALIASES
 
 EXPECTED = {
     # name: (decisions, cardinality, reference alias)
@@ -113,3 +113,17 @@ def test_reference_architecture_errors():
         tunas_keras.reference_architecture("mobilenet_v3_large")
     with pytest.raises(ValueError, match=r"not a point of 'proxyless'"):
         tunas_keras.reference_architecture("mobilenet_v2", space="proxyless")
+
+
+def test_layout_indices_follow_the_space_order_and_check_the_layout():
+    layout = reference.PROXYLESS_LAYOUT_REFERENCES["mobilenet_v2"]
+    space = tunas_keras.get_search_space("proxyless_enlarged")
+    indices = reference.layout_indices(layout, space)
+    resolved = space.resolve(space.architecture(indices))
+    assert [block.filters for block in resolved.blocks] == list(layout.filters)
+    with pytest.raises(ValueError, match="23 op codes; the space has 22 searched layers"):
+        reference.layout_indices(layout._replace(ops=layout.ops + (0,)), space)
+    with pytest.raises(ValueError, match="op codes; the space needs more"):
+        reference.layout_indices(layout._replace(ops=layout.ops[:-1]), space)
+    with pytest.raises(ValueError, match="Op code 6 matches 0 choices"):  # the first layer of a block is not skippable
+        reference.layout_indices(layout._replace(ops=(0, 6) + layout.ops[2:]), space)

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from search_spaces.common import KERNEL_SIZES, filter_choices
 from tunas_keras.schema import OneOf, SearchSpace
-from tunas_keras.specs import RELU, SWISH6, Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network
-from tunas_keras.specs import SeparableConv, skippable
+from tunas_keras.specs import (
+    RELU,
+    SWISH6,
+    Activation,
+    Block,
+    Bottleneck,
+    Conv,
+    Endpoint,
+    GlobalPool,
+    Network,
+    SeparableConv,
+    skippable,
+)
 
 TARGET_LATENCY_MS = 57.0
 EXPANSIONS = (1, 2, 3, 4, 5, 6)

@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from search_spaces.common import KERNEL_SIZES, filter_choices, fixed_filters
 from tunas_keras.schema import OneOf, SearchSpace
-from tunas_keras.specs import Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network, SeparableConv
-from tunas_keras.specs import fixed_op, skippable
+from tunas_keras.specs import (
+    Activation,
+    Block,
+    Bottleneck,
+    Conv,
+    Endpoint,
+    GlobalPool,
+    Network,
+    SeparableConv,
+    fixed_op,
+    skippable,
+)
 
 TARGET_LATENCY_MS = 84.0
 EXPANSIONS = (3, 6)

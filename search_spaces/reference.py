@@ -10,8 +10,10 @@ written with absolute sizes.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+from tunas_keras.registry import Reference
 from tunas_keras.schema import Decision, SearchSpace
 from tunas_keras.specs import (
     RELU,
@@ -129,7 +131,6 @@ def mobilenet_v3_large() -> Network:
     )
 
 
-REFERENCE_NAMES = tuple(PROXYLESS_LAYOUT_REFERENCES) + ("mobilenet_v3_large",)
 
 
 def _op_index(decision: Decision, op: int) -> int:
@@ -189,3 +190,11 @@ def layout_indices(layout: ProxylessLayout, space: SearchSpace) -> list:
     if len(layer_ops) != len(layout.ops):
         raise ValueError(f"The layout has {len(layout.ops)} op codes; the space has {len(layer_ops)} searched layers.")
     return indices
+
+
+# The spaces with the ProxylessNAS layout, smallest first.
+PROXYLESS_LAYOUT_SPACES = ("proxyless", "proxyless_enlarged")
+REFERENCES = tuple(
+    Reference(name, spaces=PROXYLESS_LAYOUT_SPACES, indices=functools.partial(layout_indices, layout))
+    for name, layout in PROXYLESS_LAYOUT_REFERENCES.items()
+) + (Reference("mobilenet_v3_large", network=mobilenet_v3_large),)

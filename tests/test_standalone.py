@@ -5,9 +5,8 @@ import pytest
 import tf_keras as keras
 
 import tunas_keras
-from search_spaces import REFERENCE_NAMES
-from tests.conftest import random_indices
-from tunas_keras import specs
+from tests.conftest import REFERENCE_NAMES, random_indices
+from tunas_keras import registry, specs
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.layers.common import DepthwiseHeNormal
 from tunas_keras.models.standalone import resolve_network
@@ -63,14 +62,22 @@ def test_analytic_macs_equal_keras_walk():
 
 
 def test_reference_name_and_architecture_build_the_same_network():
-    for name in ("mobilenet_v2", "mnasnet_b1", "proxylessnas_mobile"):
+    built = 0
+    for name in REFERENCE_NAMES:
+        reference = registry.get_reference(name)
+        if reference.indices is None:
+            continue
         by_name = tunas_keras.build_model(name, num_classes=10, input_shape=(32, 32, 3))
-        spaces = ["proxyless_enlarged"] + (["proxyless"] if name == "proxylessnas_mobile" else [])
-        for space in spaces:
-            arch = tunas_keras.reference_architecture(name, space=space)
+        for space in reference.spaces:
+            try:
+                arch = tunas_keras.reference_architecture(name, space=space)
+            except ValueError:
+                continue  # not a point of this space (e.g. MobileNetV2's widths in `proxyless`)
+            built += 1
             by_arch = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
             assert [w.shape for w in by_arch.weights] == [w.shape for w in by_name.weights]
             assert [layer.name for layer in by_arch.layers] == [layer.name for layer in by_name.layers]
+    assert built >= 6  # every genotype reference in at least one space; ProxylessNAS-Mobile in both
 
 
 def test_random_architecture_of_each_space_builds(space):
@@ -96,7 +103,8 @@ def test_largest_architectures_build_at_224(space):
 def test_endpoints_of_the_backbone():
     backbone = tunas_keras.build_backbone("proxylessnas_mobile", input_shape=(64, 64, 3))
     shapes = {name: tuple(tensor.shape[1:]) for name, tensor in backbone.output.items()}
-    assert shapes == {"stride_4": (16, 16, 32), "stride_8": (8, 8, 40), "stride_16": (4, 4, 96), "stride_32": (2, 2, 320)}
+    expected = {"stride_4": (16, 16, 32), "stride_8": (8, 8, 40), "stride_16": (4, 4, 96), "stride_32": (2, 2, 320)}
+    assert shapes == expected
     v3 = tunas_keras.build_backbone("mobilenet_v3_large", input_shape=(64, 64, 3))
     assert {name: tensor.shape[-1] for name, tensor in v3.output.items()} == {
         "stride_4": 24, "stride_8": 40, "stride_16": 112, "stride_32": 160

@@ -22,6 +22,8 @@ import dataclasses
 import json
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
+from tunas_keras import registry
+
 ARCHITECTURE_FORMAT_VERSION = 1
 
 
@@ -344,9 +346,7 @@ class Architecture:
         if missing:
             raise ValueError(f"Invalid architecture JSON. Expected keys 'space' and 'indices'. Missing: {missing}")
         # Validate against the space so that a stale file fails here, not deep in a model build.
-        from search_spaces import get_search_space  # pylint: disable=import-outside-toplevel
-
-        return get_search_space(data["space"]).architecture(data["indices"])
+        return registry.get_search_space(data["space"]).architecture(data["indices"])
 
     @classmethod
     def from_json(cls, text: str) -> "Architecture":

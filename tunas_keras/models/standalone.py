@@ -17,7 +17,7 @@ from typing import Any, Callable, Union
 import tensorflow as tf
 import tf_keras as keras
 
-from tunas_keras import specs
+from tunas_keras import registry, specs
 from tunas_keras.layers.common import (
     DepthwiseHeNormal,
     activation_layer,
@@ -180,18 +180,16 @@ def build_layer(spec: Any, inputs, context: BuildContext):
 
 def resolve_network(architecture: Union[Architecture, str, specs.Network]) -> specs.Network:
     """An `Architecture`, a reference name or a resolved `Network` → the resolved `Network`."""
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
     if isinstance(architecture, specs.Network):
         network = architecture
     elif isinstance(architecture, Architecture):
-        network = search_spaces.get_search_space(architecture.space).resolve(architecture)
+        network = registry.get_search_space(architecture.space).resolve(architecture)
     elif isinstance(architecture, str):
-        network = search_spaces.reference_spec(architecture)
+        network = registry.reference_spec(architecture)
     else:
         raise ValueError(
             "Invalid value for argument `architecture`. Expected an Architecture, a reference name "
-            f"({list(search_spaces.REFERENCE_NAMES)}) or a resolved Network. Received: {architecture!r}"
+            f"({list(registry.reference_names())}) or a resolved Network. Received: {architecture!r}"
         )
     if contains_one_of(network):
         raise ValueError("Invalid value for argument `architecture`: the Network still contains OneOf decisions.")

@@ -69,68 +69,81 @@ PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile_x2_every_block"] = ProxylessLay
 )
 
 
-def _v3_bneck(kernel_size, expanded_filters, strides=1, squeeze_excite=False, activation=RELU, residual=True):
-    layer = Bottleneck(
-        kernel_size=kernel_size,
-        expansion=None,
-        squeeze_excite=squeeze_excite,
-        strides=strides,
-        activation=activation,
-        expanded_filters=expanded_filters,
-    )
-    return Residual(layer) if residual else layer
+class V3Bneck(NamedTuple):
+    """One bottleneck row of MobileNetV3-Large (Howard et al. 2019, Table 1).
+
+    A row is residual when it keeps the stride and the width of its input (as the paper).
+    """
+
+    kernel_size: int
+    expanded_filters: int
+    filters: int
+    strides: int = 1
+    squeeze_excite: bool = False
+    activation: str = RELU
+    endpoint: bool = False
+
+
+STEM_FILTERS = 16
+# fmt: off
+MOBILENET_V3_LARGE_BNECKS = (
+    V3Bneck(kernel_size=3, expanded_filters=64,  filters=24,  strides=2),
+    V3Bneck(kernel_size=3, expanded_filters=72,  filters=24,  endpoint=True),
+    V3Bneck(kernel_size=5, expanded_filters=72,  filters=40,  strides=2, squeeze_excite=True),
+    V3Bneck(kernel_size=5, expanded_filters=120, filters=40,  squeeze_excite=True),
+    V3Bneck(kernel_size=5, expanded_filters=120, filters=40,  squeeze_excite=True, endpoint=True),
+    V3Bneck(kernel_size=3, expanded_filters=240, filters=80,  strides=2, activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=200, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=184, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=184, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=480, filters=112, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=672, filters=112, squeeze_excite=True, activation=SWISH6, endpoint=True),
+    V3Bneck(kernel_size=5, expanded_filters=672, filters=160, strides=2, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=5, expanded_filters=960, filters=160, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=5, expanded_filters=960, filters=160, squeeze_excite=True, activation=SWISH6, endpoint=True),
+)
+# fmt: on
+HEAD_FILTERS = (960, 1280)
+
+
+def _v3_blocks(rows, input_filters: int) -> list:
+    """Rows → `Block`s: consecutive rows of one width form a block."""
+    blocks, layers = [], []
+    for index, row in enumerate(rows):
+        layer = Bottleneck(
+            kernel_size=row.kernel_size,
+            expansion=None,
+            squeeze_excite=row.squeeze_excite,
+            strides=row.strides,
+            activation=row.activation,
+            expanded_filters=row.expanded_filters,
+        )
+        layers.append(Residual(layer) if row.strides == 1 and row.filters == input_filters else layer)
+        if row.endpoint:
+            layers.append(Endpoint())
+        if index + 1 == len(rows) or rows[index + 1].filters != row.filters:
+            blocks.append(Block(tuple(layers), row.filters))
+            layers = []
+        input_filters = row.filters
+    return blocks
 
 
 def mobilenet_v3_large() -> Network:
     """MobileNetV3-Large (Howard et al. 2019, Table 1) with absolute sizes."""
-    se_relu = dict(squeeze_excite=True, activation=RELU)
-    se_swish = dict(squeeze_excite=True, activation=SWISH6)
-    return Network(
+    stem = Block(
         (
-            Block(
-                (
-                    Conv(kernel_size=3, strides=2),
-                    Activation(SWISH6),
-                    Residual(SeparableConv(kernel_size=3, activation=RELU)),
-                    Endpoint(),
-                ),
-                16,
-            ),
-            Block((_v3_bneck(3, 64, strides=2, residual=False), _v3_bneck(3, 72), Endpoint()), 24),
-            Block(
-                (
-                    _v3_bneck(5, 72, strides=2, residual=False, **se_relu),
-                    _v3_bneck(5, 120, **se_relu),
-                    _v3_bneck(5, 120, **se_relu),
-                    Endpoint(),
-                ),
-                40,
-            ),
-            Block(
-                (
-                    _v3_bneck(3, 240, strides=2, residual=False, activation=SWISH6),
-                    _v3_bneck(3, 200, activation=SWISH6),
-                    _v3_bneck(3, 184, activation=SWISH6),
-                    _v3_bneck(3, 184, activation=SWISH6),
-                ),
-                80,
-            ),
-            Block((_v3_bneck(3, 480, residual=False, **se_swish), _v3_bneck(3, 672, **se_swish), Endpoint()), 112),
-            Block(
-                (
-                    _v3_bneck(5, 672, strides=2, residual=False, **se_swish),
-                    _v3_bneck(5, 960, **se_swish),
-                    _v3_bneck(5, 960, **se_swish),
-                    Endpoint(),
-                ),
-                160,
-            ),
-            Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), 960),
-            Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), 1280),
-        )
+            Conv(kernel_size=3, strides=2),
+            Activation(SWISH6),
+            Residual(SeparableConv(kernel_size=3, activation=RELU)),
+            Endpoint(),
+        ),
+        STEM_FILTERS,
     )
-
-
+    head = (
+        Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), HEAD_FILTERS[0]),
+        Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), HEAD_FILTERS[1]),
+    )
+    return Network((stem, *_v3_blocks(MOBILENET_V3_LARGE_BNECKS, STEM_FILTERS), *head))
 
 
 def _op_index(decision: Decision, op: int) -> int:

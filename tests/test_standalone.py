@@ -168,3 +168,28 @@ def test_parameter_counts_equal_keras_applications():
     # no parameters either way), so the counts agree exactly.
     assert reference_v3.count_params() == 5_508_713 == tunas_keras.count_network("mobilenet_v3_large").params
     assert abs(tunas_keras.count_model_macs(reference_v2) / tunas_keras.count_network("mobilenet_v2").macs - 1) < 0.01
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("input_shape", (32, 32)),
+        ("input_shape", (32, 0, 3)),
+        ("input_shape", (32, 32.0, 3)),
+        ("input_shape", 32),
+        ("num_classes", 0),
+        ("num_classes", True),
+        ("num_classes", 2.0),
+        ("dropout_rate", 1.0),
+        ("dropout_rate", -0.1),
+        ("dropout_rate", "0.1"),
+    ],
+)
+def test_builder_arguments_are_checked(argument, value):
+    with pytest.raises(ValueError, match=rf"Invalid value for argument `{argument}`. Expected .* Received: "):
+        tunas_keras.build_model("mobilenet_v2", **{"input_shape": (32, 32, 3), argument: value})
+
+
+def test_squeeze_excite_width_is_the_mobilenet_v3_formula():
+    # MobileNetV3-Large's SE widths: a quarter of the expanded width, rounded to 8 (never 10 % down).
+    assert [specs.squeeze_excite_filters(inner) for inner in (72, 120, 480, 672, 960)] == [24, 32, 120, 168, 240]

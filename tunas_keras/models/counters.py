@@ -72,7 +72,7 @@ def _count_bottleneck(spec: specs.Bottleneck, walk: _Walk):
     walk.conv(1, inner_filters)
     walk.depthwise(spec.kernel_size, spec.strides)
     if spec.squeeze_excite:
-        hidden = specs.make_divisible(inner_filters * 0.25)
+        hidden = specs.squeeze_excite_filters(inner_filters)
         walk.params += inner_filters * hidden + hidden + hidden * inner_filters + inner_filters
         walk.macs += 2 * inner_filters * hidden
     walk.conv(1, walk.filters)

@@ -9,6 +9,7 @@ from tests.conftest import REFERENCE_NAMES, random_indices
 from tunas_keras import registry, specs
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.layers.common import DepthwiseHeNormal
+from tunas_keras.models import standalone
 from tunas_keras.models.standalone import resolve_network
 
 # Pinned with 1001 classes. MobileNetV2 and MobileNetV3-Large equal tf_keras.applications
@@ -193,3 +194,14 @@ def test_builder_arguments_are_checked(argument, value):
 def test_squeeze_excite_width_is_the_mobilenet_v3_formula():
     # MobileNetV3-Large's SE widths: a quarter of the expanded width, rounded to 8 (never 10 % down).
     assert [specs.squeeze_excite_filters(inner) for inner in (72, 120, 480, 672, 960)] == [24, 32, 120, 168, 240]
+
+
+def test_kernel_weights_are_the_conv_depthwise_and_dense_kernels():
+    model = tunas_keras.build_model("mobilenet_v3_large", num_classes=5, input_shape=(32, 32, 3))
+    kinds = {}
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            kinds[type(layer)] = kinds.get(type(layer), 0) + 1
+    kernels = standalone.kernel_weights(model)
+    assert len(kernels) == sum(kinds.values())  # one kernel per conv, depthwise and dense layer
+    assert all(variable.trainable and "bias" not in variable.name for variable in kernels)

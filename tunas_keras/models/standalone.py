@@ -206,6 +206,15 @@ def _build_features(
     return features, context
 
 
+def kernel_weights(model: keras.Model) -> list:
+    """The trainable convolution, depthwise and dense kernels of `model` (no batch norm, no biases).
+
+    Selected by variable name: Keras names them `kernel` and `depthwise_kernel`. The one place
+    that knows it, for the weight-decay penalties of training and benchmarks.
+    """
+    return [variable for variable in model.trainable_variables if "kernel" in variable.name]
+
+
 def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
     """The feature extractor with its detection endpoints as outputs.
 

@@ -6,6 +6,7 @@ import tf_keras as keras
 
 import tunas_keras
 from tests.conftest import REFERENCE_NAMES, random_indices
+from tests.harness import check_gradients_reach
 from tunas_keras import registry, specs
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.layers.common import DepthwiseHeNormal
@@ -28,6 +29,16 @@ def test_reference_models_build_and_give_logits(name):
     logits = model(np.zeros((2, 32, 32, 3), np.float32))
     assert logits.shape == (2, 7)
     assert model.count_params() == tunas_keras.count_network(name, num_classes=7, input_shape=(32, 32, 3)).params
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_every_weight_of_a_reference_model_gets_a_gradient(name):
+    model = tunas_keras.build_model(name, num_classes=5, input_shape=(32, 32, 3))
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    # Inference mode: with batch statistics, the beta of a batch norm whose output only feeds
+    # linear convs and further batch norms gets an exactly-zero gradient (the next batch norm
+    # removes any per-channel shift), which is not a disconnected weight.
+    check_gradients_reach(model, images, {"training": False})
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "proxylessnas_mobile", "mnasnet_b1"])

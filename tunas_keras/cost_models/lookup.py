@@ -18,9 +18,7 @@ from tunas_keras.registry import get_search_space, reference_architecture
 from tunas_keras.schema import Architecture, SearchSpace
 
 
-def get_cost_model(
-    name_or_path: Union[str, os.PathLike, CostModel], space: Union[str, SearchSpace]
-) -> CostModel:
+def get_cost_model(name_or_path: Union[str, os.PathLike, CostModel], space: Union[str, SearchSpace]) -> CostModel:
     """A cost model for `space`: a registered name, a coefficient file path, or a `CostModel`.
 
     Raises:

@@ -22,8 +22,7 @@ from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy
-from tunas_keras.training.search_task import total_steps_for
+from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy, total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}

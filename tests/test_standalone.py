@@ -73,23 +73,27 @@ def test_analytic_macs_equal_keras_walk():
         assert tunas_keras.count_model_macs(model) == tunas_keras.count_network(name, 10, (64, 64, 3)).macs
 
 
-def test_reference_name_and_architecture_build_the_same_network():
-    built = 0
+def test_reference_name_and_architecture_are_the_same_network():
+    # Same resolved spec, so `build_model(name)` and `build_model(architecture)` build the same model.
+    points = 0
     for name in REFERENCE_NAMES:
         reference = registry.get_reference(name)
         if reference.indices is None:
             continue
-        by_name = tunas_keras.build_model(name, num_classes=10, input_shape=(32, 32, 3))
         for space in reference.spaces:
             try:
                 arch = tunas_keras.reference_architecture(name, space=space)
             except ValueError:
                 continue  # not a point of this space (e.g. MobileNetV2's widths in `proxyless`)
-            built += 1
-            by_arch = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
-            assert [w.shape for w in by_arch.weights] == [w.shape for w in by_name.weights]
-            assert [layer.name for layer in by_arch.layers] == [layer.name for layer in by_name.layers]
-    assert built >= 6  # every genotype reference in at least one space; ProxylessNAS-Mobile in both
+            assert resolve_network(arch) == resolve_network(name), (name, space)
+            points += 1
+    assert points >= 6  # every genotype reference in at least one space; ProxylessNAS-Mobile in both
+    by_name = tunas_keras.build_model("proxylessnas_mobile", num_classes=10, input_shape=(32, 32, 3))
+    by_arch = tunas_keras.build_model(
+        tunas_keras.reference_architecture("proxylessnas_mobile", space="proxyless_enlarged"), 10, (32, 32, 3)
+    )
+    assert [w.shape for w in by_arch.weights] == [w.shape for w in by_name.weights]
+    assert [layer.name for layer in by_arch.layers] == [layer.name for layer in by_name.layers]
 
 
 def test_random_architecture_of_each_space_builds(space):

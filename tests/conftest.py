@@ -11,8 +11,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from tunas_keras import registry  # noqa: E402
+
 DATA_DIR = pathlib.Path(__file__).parent / "data"
-SPACE_NAMES = ("proxyless", "proxyless_enlarged", "mobilenet_v3_like")
+# Tests iterate the registries, so a new space or reference model is tested without listing it here.
+SPACE_NAMES = registry.search_space_names()
+REFERENCE_NAMES = registry.reference_names()
 
 
 def load_golden_vectors() -> list[dict]:
@@ -28,6 +32,4 @@ def random_indices(space, seed: int) -> list[int]:
 
 @pytest.fixture(params=SPACE_NAMES)
 def space(request):
-    import tunas_keras
-
-    return tunas_keras.get_search_space(request.param)
+    return registry.get_search_space(request.param)

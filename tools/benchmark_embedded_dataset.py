@@ -17,14 +17,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import app, flags
 
-import tunas_keras  # noqa: E402
-from tunas_keras import datasets  # noqa: E402
-from tunas_keras.cost_models.sampling import extreme_indices  # noqa: E402
+import tunas_keras
+from tunas_keras import datasets
+from tunas_keras.cost_models.sampling import extreme_indices
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space whose extreme architectures are compared.")

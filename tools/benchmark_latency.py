@@ -14,11 +14,9 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.export import adb, sources  # noqa: E402
+from tunas_keras.export import adb, sources
 
 flags.DEFINE_string("model", None, "A .tflite file to time.")
 sources.define_source_flags(flags, module_name=sys.argv[0])  # the model exported first (unless --model)

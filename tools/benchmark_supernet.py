@@ -31,17 +31,14 @@ import sys
 import threading
 import time
 
+import tensorflow as tf
+import tf_keras as keras
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-import tunas_keras  # noqa: E402
-from tunas_keras.cost_models.sampling import extreme_indices  # noqa: E402
-from tunas_keras.masks import one_hot_masks, uniform_masks  # noqa: E402
-from tunas_keras.models.supernet import build_supernet  # noqa: E402
+import tunas_keras
+from tunas_keras.cost_models.sampling import extreme_indices
+from tunas_keras.masks import one_hot_masks, uniform_masks
+from tunas_keras.models.supernet import build_supernet
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space name.")

@@ -11,15 +11,12 @@ and calibration.png (predicted vs measured, training and held-out architectures)
 See `tunas_keras.cost_models.calibration`.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.cost_models import calibration  # noqa: E402
-from tunas_keras.export import adb, tflite  # noqa: E402
+from tunas_keras.cost_models import calibration
+from tunas_keras.export import adb, tflite
 
 flags.DEFINE_string("space", "proxyless", "Search space to calibrate.")
 flags.DEFINE_string("output_dir", None, "Measurement cache, report and plot go here.", required=True)

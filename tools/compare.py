@@ -7,12 +7,8 @@
 architectures; `--random`: random-search directories (tools/random_search.py).
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 flags.DEFINE_list("searched", [], "Training run directories of searched architectures.")
 flags.DEFINE_list("random", [], "Random-search directories.")

@@ -12,14 +12,11 @@ agreement on a fixed held-out batch, plus the op list), both atomically.
 """
 
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.export import sources, tflite  # noqa: E402
+from tunas_keras.export import sources, tflite
 
 sources.define_source_flags(flags, module_name=sys.argv[0])
 flags.DEFINE_string("output", None, "Output .tflite path.", required=True)

@@ -7,15 +7,11 @@ Writes samples.json, model_NNN/ (one training run each), summary.json, summary.c
 best_architecture.json. Restarting the same command resumes with the unfinished models.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.training import config as config_lib  # noqa: E402
-from tunas_keras.training.random_search import RandomSearchConfig, run_random_search  # noqa: E402
+from tunas_keras.training import config as config_lib
+from tunas_keras.training.random_search import RandomSearchConfig, run_random_search
 
 config_lib.define_flags_for(RandomSearchConfig, flags)
 FLAGS = flags.FLAGS

@@ -15,10 +15,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from tunas_keras.training.child_ranking import rank_children  # noqa: E402
-from tunas_keras.training.trainer import write_atomic  # noqa: E402
+from tunas_keras.training.child_ranking import rank_children
+from tunas_keras.training.trainer import write_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("search_dir", None, "model_dir of a tools/search.py run (config.json, checkpoints/).")

@@ -14,11 +14,9 @@ a file and flags override it. Killed runs resume when restarted with the same co
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.training import config as config_lib  # noqa: E402
+from tunas_keras.training import config as config_lib
 
 config_lib.define_flags_for(config_lib.SearchConfig, flags)
 FLAGS = flags.FLAGS

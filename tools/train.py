@@ -12,11 +12,9 @@ file. Killed runs resume when restarted with the same command.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.training import config as config_lib  # noqa: E402
+from tunas_keras.training import config as config_lib
 
 config_lib.define_flags_for(config_lib.TrainConfig, flags)
 FLAGS = flags.FLAGS

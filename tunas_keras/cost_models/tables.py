@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tunas_keras.cost_models.base import CostModel
-from tunas_keras.schema import Architecture, OneOf, SearchSpace, _children
+from tunas_keras.schema import Architecture, OneOf, SearchSpace, traverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,21 +63,26 @@ class VectorNode:
 def compile_vector(spec: Any, positions: Iterator[int], decisions: Sequence) -> VectorNode:
     """Compiles `spec` into a `VectorNode`, drawing decision positions from `positions`.
 
-    `positions` must be consumed in `iter_decisions` order, which this recursion mirrors (a
-    `OneOf` after the decisions of its options); `decisions` (the space's) is used to check
-    that every position lands on the very same `OneOf` object.
+    `schema.traverse` meets the decisions in decision order, so `positions` is consumed in that
+    order; `decisions` (the space's) is used to check that every position lands on the very same
+    `OneOf` object.
     """
-    if isinstance(spec, OneOf):
-        options = tuple(compile_vector(choice, positions, decisions) for choice in spec.choices)
+
+    def one_of_vector(path: tuple, one_of: OneOf, options: list) -> VectorNode:
+        del path
         position = next(positions)
-        if decisions[position].one_of is not spec:
+        if decisions[position].one_of is not one_of:
             raise ValueError(f"Internal error: decision order mismatch at position {position}.")
         offsets = tuple(int(offset) for offset in np.cumsum([0] + [option.length for option in options[:-1]]))
-        return VectorNode(sum(option.length for option in options), position, options, offsets)
-    fields = tuple(compile_vector(child, positions, decisions) for _, child in _children(spec))
-    lengths = [field.length for field in fields]
-    strides = tuple(int(np.prod(lengths[index + 1 :], dtype=np.int64)) for index in range(len(fields)))
-    return VectorNode(int(np.prod(lengths, dtype=np.int64)), None, fields, strides)
+        return VectorNode(sum(option.length for option in options), position, tuple(options), offsets)
+
+    def record_vector(path: tuple, node: Any, fields: list) -> VectorNode:
+        del path, node  # A plain value has no fields: a vector of length 1.
+        lengths = [field.length for field in fields]
+        strides = tuple(int(np.prod(lengths[index + 1 :], dtype=np.int64)) for index in range(len(fields)))
+        return VectorNode(int(np.prod(lengths, dtype=np.int64)), None, tuple(fields), strides)
+
+    return traverse(spec, one_of_vector, record_vector)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Optional, Union
 import tensorflow as tf
 import tf_keras as keras
 
+import search_spaces
+from tunas_keras.export.tflite import QUANTIZATIONS
 from tunas_keras.models.standalone import build_model
 from tunas_keras.schema import Architecture
 
@@ -69,11 +71,7 @@ def resolve_architecture(
         if not space:
             raise ValueError(f"Invalid value for argument `space`. Expected a search space name with `indices`. "
                              f"Received: space={space!r}")
-        import search_spaces  # pylint: disable=import-outside-toplevel
-
         return search_spaces.get_search_space(space).parse(indices)
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
     if reference not in search_spaces.REFERENCE_NAMES:
         raise ValueError(
             f"Invalid value for argument `reference`. Expected one of {list(search_spaces.REFERENCE_NAMES)}. "
@@ -136,8 +134,6 @@ def define_source_flags(flags, module_name: Optional[str] = None) -> None:
 
     `module_name`: the module the flags are listed under in `--help` (a tool passes `sys.argv[0]`).
     """
-    from tunas_keras.export.tflite import QUANTIZATIONS  # pylint: disable=import-outside-toplevel
-
     names = {"module_name": module_name} if module_name else {}
     flags.DEFINE_string("architecture", None, "Path of an architecture.json (from tools/search.py).", **names)
     flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space).", **names)

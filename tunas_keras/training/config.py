@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Optional, Type, TypeVar, get_type_hints
 
+import yaml
+
 ConfigT = TypeVar("ConfigT")
 
 
@@ -145,8 +147,6 @@ def load_config_file(config_class: Type[ConfigT], path: str) -> ConfigT:
     with open(path) as handle:
         text = handle.read()
     if path.endswith((".yaml", ".yml")):
-        import yaml  # pylint: disable=import-outside-toplevel
-
         data = yaml.safe_load(text) or {}
     else:
         data = json.loads(text)

@@ -21,9 +21,9 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from search_spaces import get_search_space
 from tunas_keras import cost_models, datasets, masks
 from tunas_keras.models.supernet import build_supernet
+from tunas_keras.registry import get_search_space
 from tunas_keras.search import rewards
 from tunas_keras.search.controller import Controller
 from tunas_keras.search.reinforce import Reinforce, rl_learning_rate

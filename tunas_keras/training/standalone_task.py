@@ -17,13 +17,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 import search_spaces
-from tunas_keras.models.standalone import build_model
+from tunas_keras.models.standalone import build_model, kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy
-from tunas_keras.training.search_task import total_steps_for
+from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy, total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
@@ -63,7 +62,7 @@ def default_dropout_rate(epochs: float, architecture) -> float:
 
 def kernel_l2(model: keras.Model):
     """Sum of squared convolution, depthwise and dense kernels (batch norm and biases excluded)."""
-    kernels = [v for v in model.trainable_variables if "kernel" in v.name]
+    kernels = kernel_weights(model)
     return tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
 
 

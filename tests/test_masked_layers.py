@@ -217,27 +217,6 @@ def test_constructor_validation():
         MaskedBatchNorm(epsilon=0.0)
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        MaskedConv2D(16, 5, strides=2, use_bias=True, name="conv"),
-        MaskedDepthwiseConv2D(7, strides=2, name="depthwise"),
-        MaskedBatchNorm(epsilon=1e-2, name="bn"),
-        ZeroBranch(name="zero"),
-        ChoiceBlock([MaskedDepthwiseConv2D(3), MaskedDepthwiseConv2D(5)], rematerialize=False, name="choice"),
-    ],
-    ids=lambda layer: type(layer).__name__,
-)
-def test_config_round_trip(layer):
-    config = layer.get_config()
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(restored) is type(layer)
-    assert restored.get_config() == config
-    if isinstance(layer, ChoiceBlock):
-        assert [type(branch) for branch in restored.branches] == [MaskedDepthwiseConv2D] * 2
-        assert [branch.kernel_size for branch in restored.branches] == [3, 5]
-
-
 def test_op_or_zero_block_scales_the_op_and_skips_it_when_zero():
     block = ChoiceBlock([_Counting(2.0), ZeroBranch()])
     block.build((None, 4))

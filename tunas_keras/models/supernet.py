@@ -41,9 +41,11 @@ from absl import logging
 
 from tunas_keras.layers.common import classifier_initializer
 from tunas_keras.masks import one_hot_masks
+from tunas_keras.models.arguments import check_dropout_rate, check_input_shape, check_num_classes
 from tunas_keras.models.standalone import ENDPOINT_STRIDES, build_model
 from tunas_keras.models.supernet_plan import UNSHARED_SPACES, WEIGHT_SHARING_MODES, plan_supernet
 from tunas_keras.models.supernet_widths import EXECUTION_MODES, CallContext
+from tunas_keras.registry import get_search_space
 from tunas_keras.schema import Architecture, SearchSpace
 
 # Chosen from measurements (docs/benchmarks.md, "Supernet execution modes"): on CPU the sliced
@@ -66,14 +68,7 @@ def resolve_execution(execution: str) -> str:
     return AUTO_EXECUTION["CPU"]
 
 
-def _resolve_space(space) -> SearchSpace:
-    # search_spaces imports this package: resolve names at call time.
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
-    return search_spaces.get_search_space(space)
-
-
-def _check_arguments(space: SearchSpace, num_classes, input_shape, weight_sharing, dropout_rate) -> tuple:
+def _check_weight_sharing(space: SearchSpace, weight_sharing: str) -> None:
     if weight_sharing not in WEIGHT_SHARING_MODES:
         raise ValueError(
             f"Invalid value for argument `weight_sharing`. Expected one of {WEIGHT_SHARING_MODES}. "
@@ -84,17 +79,6 @@ def _check_arguments(space: SearchSpace, num_classes, input_shape, weight_sharin
             f"Invalid value for argument `weight_sharing`: 'none' is implemented for spaces {UNSHARED_SPACES} only "
             f"(the paper's Appendix-G comparison). Received: weight_sharing='none', space={space.name!r}"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"Invalid value for argument `num_classes`. Expected an int >= 1. Received: {num_classes!r}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"Invalid value for argument `dropout_rate`. Expected [0, 1). Received: {dropout_rate!r}")
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(isinstance(size, bool) or not isinstance(size, int) or size <= 0 for size in shape):
-        raise ValueError(
-            "Invalid value for argument `input_shape`. Expected (height, width, channels) with positive ints. "
-            f"Received: input_shape={input_shape!r}"
-        )
-    return shape
 
 
 def _padded(features: tf.Tensor, channels: int) -> tf.Tensor:
@@ -147,8 +131,10 @@ class Supernet(keras.Model):
         rematerialize: bool = False,
         **kwargs,
     ):
-        space = _resolve_space(space)
-        shape = _check_arguments(space, num_classes, input_shape, weight_sharing, dropout_rate)
+        space = get_search_space(space)
+        _check_weight_sharing(space, weight_sharing)
+        num_classes, dropout_rate = check_num_classes(num_classes), check_dropout_rate(dropout_rate)
+        shape = check_input_shape(input_shape)
         self.execution = resolve_execution(execution)
         super().__init__(name=kwargs.pop("name", f"supernet_{space.name}"), **kwargs)
         self.space = space

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tunas_keras.specs import make_divisible
+from tunas_keras.specs import squeeze_excite_filters
 
 EXECUTION_MODES = ("mask", "slice")
 
@@ -99,8 +99,8 @@ def constant_width(value: int) -> Combination:
 
 
 def squeeze_excite_width(inner: Combination) -> Combination:
-    """Hidden width of the SE module: `make_divisible(inner * 0.25)` of the CHOSEN inner width."""
-    return inner.mapped(lambda value: make_divisible(value * 0.25))
+    """Hidden width of the SE module, `specs.squeeze_excite_filters` of the CHOSEN inner width."""
+    return inner.mapped(squeeze_excite_filters)
 
 
 # A branch with weight 0 still runs in the "slice" execution (no control flow), on one channel:

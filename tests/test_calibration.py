@@ -10,6 +10,7 @@ import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tunas_keras
 from tunas_keras.cost_models import calibration, devices, features, fitting, get_cost_model, layer_table, protocol
@@ -38,6 +39,7 @@ class SyntheticDevice(protocol.Device):
         self.overhead = 0.01
         self.scales = 1.0 + 0.1 * np.arange(len(space.spec.blocks)) / len(space.spec.blocks)
         self.latency = {key: self.layer_ms(variant) for key, variant in self.catalogue.variants.items()}
+        self.parameters = layer_table.variant_weights(self.catalogue)
 
     @staticmethod
     def op_ms(op) -> float:
@@ -52,7 +54,9 @@ class SyntheticDevice(protocol.Device):
         return layer_table.network_cost(self.catalogue, self.latency, indices)
 
     def network_ms(self, indices) -> float:
-        return self.overhead + 0.4 + layer_table.block_costs(self.catalogue, self.latency, indices) @ self.scales
+        weights = layer_table.network_cost(self.catalogue, self.parameters, indices)
+        return self.overhead + 0.4 + 0.2 * weights + layer_table.block_costs(self.catalogue, self.latency, indices) \
+            @ self.scales
 
     def prepare(self, item):
         return item
@@ -93,7 +97,7 @@ def test_table_recovers_the_layer_sum_and_the_correction_the_rest(tmp_path):
     # The written file is what `tools/search.py --cost_model=` loads; its batch cost is the table gather.
     model = get_cost_model(str(tmp_path / "cost_model.json"), "proxyless")
     rows = [row["indices"] for row in report["architectures"]["heldout"][:10]]
-    batched = model.batch_cost(np.asarray(rows, np.int32)).numpy()
+    batched = tf.function(model.batch_cost)(tf.constant(rows, tf.int32)).numpy()  # as inside the search step
     for row, entry, cost in zip(rows, report["architectures"]["heldout"], batched):
         assert model.cost(row) == pytest.approx(entry["table_corrected_ms"], rel=1e-5)
         assert cost == pytest.approx(entry["table_corrected_ms"], rel=1e-4)
@@ -133,6 +137,9 @@ def test_every_op_measured_gives_a_predictor_ablation(tmp_path):
     assert ablation["table"]["heldout"]["mape_percent"] == pytest.approx(
         report["methods"]["table"]["heldout"]["mape_percent"], rel=0.05)  # the device is linear: nothing lost
     assert "table_corrected @29/98 ops / heldout" in calibration.format_report(report)
+    table = calibration.calibration_report.study_markdown({"synthetic": report}).splitlines()
+    assert len(table) == 2 + 3 + 2 and table[2].startswith("| synthetic | ridge | 22 | 98 ops | 10 |")
+    assert "| table | 0 |" in table[3] and "table_corrected **(written)** | 22 |" in table[4]
 
 
 def test_interrupted_measurement_resumes_from_the_cache(tmp_path, caplog):
@@ -286,6 +293,12 @@ def test_corrections_recover_what_they_model():
     assert affine.bias == pytest.approx(2.0) and np.allclose(affine.scales, 1.5)
     chosen, scores = fitting.choose_correction(blocks, np.zeros([40, 3]), targets)
     assert chosen.name == "block_scale" and min(scores, key=scores.get).startswith("block_scale")
+    weights = rng.uniform(0, 2, (40, 4))
+    with_weights = targets + weights @ np.array([0.0, 0.5, 1.0, 2.0])
+    chosen, scores = fitting.choose_correction(blocks, np.zeros([40, 3]), with_weights, weights=weights)
+    assert chosen.name == "block_scale_weights" and "block_scale_weights(1e-06)" in scores
+    np.testing.assert_allclose(chosen.weight_scales, [0.0, 0.5, 1.0, 2.0], atol=0.05)
+    assert np.abs(chosen.predict(blocks, None, weights) - with_weights).max() < 0.05
 
 
 def _fake_phone(report_text, calls):

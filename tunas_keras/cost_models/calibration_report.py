@@ -107,3 +107,31 @@ def format_report(report: dict) -> str:
     lines += [f"WARNING: {warning}" for warning in report["warnings"]] or ["no noise warnings"]
     lines.append(f"statistic={report['statistic']}  cost model ({report['method']}): {report['cost_model_path']}")
     return "\n".join(lines)
+
+
+def study_markdown(reports: dict) -> str:
+    """A markdown table of several calibrations (`{label: report}`): every method's held-out accuracy
+    beside the run's noise floor, measurement time and warnings (as docs/benchmarks.md records them)."""
+    lines = ["| run | method | fitted networks | micro models | held-out n | Spearman | MAPE | worst | "
+             "noise floor: rounds Spearman / MAPE (expected error) | measurement time | warnings |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, report in reports.items():
+        noise = report["networks"]["noise"]
+        rounds = noise.get("round_to_round", {}).get("mean", {})
+        floor = (f"{rounds.get('spearman', float('nan')):.4f} / {rounds.get('mape_percent', float('nan')):.2f} % "
+                 f"({noise.get('final_noise_percent', float('nan')):.2f} %)")
+        micro = f"{report['micro']['num_measured']} {report['unit']}s"
+        if report["micro"]["num_predicted"]:
+            micro += f" (+{report['micro']['num_predicted']} predicted)"
+        minutes = f"{report['measurement_seconds'] / 60:.1f} min"
+        rows = [(name, result["heldout"]) for name, result in report["methods"].items()]
+        rows += [(f"{name} from {ablation['num_sampled']}/{ablation['num_ops']} ops", ablation[name]["heldout"])
+                 for ablation in report.get("ablations", {}).values() for name in ("table", "table_corrected")]
+        for name, metrics in rows:
+            written = " **(written)**" if name == report["method"] else ""
+            pure_table = name.startswith("table") and not name.startswith("table_corrected")
+            fitted = 0 if pure_table else report["train"]["count"]
+            lines.append(f"| {label} | {name}{written} | {fitted} | {micro} | {metrics['count']} | "
+                         f"{metrics['spearman']:.4f} | {metrics['mape_percent']:.2f} % | "
+                         f"{metrics['max_abs_percent_error']:.1f} % | {floor} | {minutes} | {len(report['warnings'])} |")
+    return "\n".join(lines)

@@ -336,6 +336,19 @@ class Op:
         return 0
 
 
+    @property
+    def weights(self) -> int:
+        """Parameters (kernel and bias) of a "conv", "depthwise" or "dense"; 0 for the others."""
+        channels = self.input_shape[2]
+        if self.kind == "conv":
+            return self.kernel_size**2 * channels * self.filters + self.filters
+        if self.kind == "depthwise":
+            return self.kernel_size**2 * channels + channels
+        if self.kind == "dense":
+            return channels * self.filters + self.filters
+        return 0
+
+
 OP_KINDS = ("conv", "depthwise", "hard_swish", "add", "mul", "mean", "logistic", "dense")
 
 
@@ -431,6 +444,11 @@ def catalogue_ops(catalogue: LayerCatalogue) -> dict:
         for op in _cached_ops(variant):
             ops.setdefault(op.key, op)
     return ops
+
+
+def variant_weights(catalogue: LayerCatalogue) -> dict:
+    """Parameters (millions) of every variant (batch norm folded into the convolutions' biases)."""
+    return {key: sum(op.weights for op in _cached_ops(variant)) / 1e6 for key, variant in catalogue.variants.items()}
 
 
 def variant_latencies(catalogue: LayerCatalogue, unit: str, latency_ms: dict) -> dict:

@@ -133,5 +133,6 @@ def study_markdown(reports: dict) -> str:
             fitted = 0 if pure_table else report["train"]["count"]
             lines.append(f"| {label} | {name}{written} | {fitted} | {micro} | {metrics['count']} | "
                          f"{metrics['spearman']:.4f} | {metrics['mape_percent']:.2f} % | "
-                         f"{metrics['max_abs_percent_error']:.1f} % | {floor} | {minutes} | {len(report['warnings'])} |")
+                         f"{metrics['max_abs_percent_error']:.1f} % | {floor} | {minutes} | "
+                         f"{len(report['warnings'])} |")
     return "\n".join(lines)

@@ -3,8 +3,9 @@ small corrections of a per-layer table.
 
 Every fitted model has the form `bias + Σ_b (scale_b · table_b(x) + w_b · params_b(x)) +
 residual · f(x)`: `table_b` is the summed per-layer latency of block `b` (from micro-benchmarks),
-`params_b` the parameters of its layers, `f` the Pixel-1 one-hot features (cost-model.md §4). So each is a linear model of the Pixel-1 layout and is stored as
-one (`layer_table.tables_to_linear`). Candidates:
+`params_b` the parameters of its layers, `f` the Pixel-1 one-hot features (cost-model.md §4). So
+each is a linear model of the Pixel-1 layout and is stored as one (`layer_table.tables_to_linear`).
+Candidates:
 
 * `ridge`: no table, `scale = 0`; ridge regression over `f` (needs ~200 networks).
 * `table`: `scale = 1`, `bias` = one empty-model invocation; nothing fitted.

@@ -112,11 +112,7 @@ class Simulator:
 
     def reset(self):
         """Back to the initial state: uniform policy, empty baseline, fresh optimizer."""
-        reinforce = self.reinforce
-        state = [*self.controller.trainable_variables, *reinforce.optimizer.variables]
-        state += [reinforce.average, reinforce.average_weight, reinforce.learning_rate]
-        for variable in state:
-            variable.assign(tf.zeros_like(variable))
+        self.reinforce.reset()
 
     def run(self, reward: Reward, base_learning_rate: float, exponential: bool, seed: int) -> dict:
         """One simulated search; returns the numbers of the table."""

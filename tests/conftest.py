@@ -31,3 +31,22 @@ def space(request):
     import tunas_keras
 
     return tunas_keras.get_search_space(request.param)
+
+
+def tiny_search_space():
+    """A three-block space that traces in seconds: stem, a block of one fixed and one skippable
+    bottleneck (kernel {3, 5}, expansion {1, 2}, width {8, 16}), head. 7 decisions, nested ones included."""
+    from tunas_keras.schema import OneOf, SearchSpace
+    from tunas_keras.specs import Activation, Block, Bottleneck, Conv, GlobalPool, Network, fixed_op, skippable
+
+    def bneck(strides):
+        return Bottleneck(kernel_size=OneOf((3, 5), "kernel_size"), expansion=OneOf((1, 2), "expansion"), strides=strides)
+
+    network = Network(
+        (
+            Block((Conv(kernel_size=3, strides=2), Activation("relu")), OneOf((8,), "filters")),
+            Block((fixed_op(bneck(2)), skippable(bneck(1))), OneOf((8, 16), "filters")),
+            Block((Conv(kernel_size=1), Activation("relu"), GlobalPool()), OneOf((16,), "filters")),
+        )
+    )
+    return SearchSpace("tiny", network, target_latency=1.0, reference_name="tiny")

@@ -71,8 +71,10 @@ class SearchConfig(RunConfig):
     weight_decay: Optional[float] = None
     # Architectures sampled per replica and step: the replica's training batch is split into this
     # many micro-batches (one architecture each, one optimizer step on the mean gradient) and its
-    # validation batch into as many groups. The paper's v3-32 TPU run: 32 per step in total.
-    architectures_per_step: int = 1
+    # validation batch into as many groups. The paper's v3-32 TPU run: 32 per step in total
+    # (e.g. --batch_size=4096 --architectures_per_step=32 on one device: micro-batches of 128, the
+    # per-core batch of a v3-32). Demo: 4 (docs/benchmarks.md, controller simulation).
+    architectures_per_step: int = 4
     model_dir: str = "runs/search"
     # Controller: Adam(0, 0.999, 1e-8) over per-sample gradients; lr = base × batch / 256, 0 for the
     # first int(0.25 · steps) steps, then × 10^progress (×1 at the delay, ×10 at the end).

@@ -6,12 +6,15 @@ import json
 import os
 import pathlib
 import random
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
 DATA_DIR = pathlib.Path(__file__).parent / "data"
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 SPACE_NAMES = ("proxyless", "proxyless_enlarged", "mobilenet_v3_like")
 
 
@@ -40,7 +43,8 @@ def tiny_search_space():
     from tunas_keras.specs import Activation, Block, Bottleneck, Conv, GlobalPool, Network, fixed_op, skippable
 
     def bneck(strides):
-        return Bottleneck(kernel_size=OneOf((3, 5), "kernel_size"), expansion=OneOf((1, 2), "expansion"), strides=strides)
+        kernel_size, expansion = OneOf((3, 5), "kernel_size"), OneOf((1, 2), "expansion")
+        return Bottleneck(kernel_size=kernel_size, expansion=expansion, strides=strides)
 
     network = Network(
         (
@@ -50,3 +54,15 @@ def tiny_search_space():
         )
     )
     return SearchSpace("tiny", network, target_latency=1.0, reference_name="tiny")
+
+
+def run_script_for_result(script: str, timeout: int) -> dict:
+    """Runs `script` in a fresh Python (free to configure devices before TensorFlow starts) and
+    returns the JSON it printed on a line starting with "RESULT"."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPOSITORY))
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=timeout
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])

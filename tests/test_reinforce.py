@@ -1,20 +1,14 @@
 """REINFORCE: learning-rate schedule, debiased baseline, toy convergence, multi-replica update."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from tests.conftest import run_script_for_result
 from tunas_keras.schema import OneOf, SearchSpace
 from tunas_keras.search import Controller, CrossSampleAdam, Reinforce, rl_delay_steps, rl_learning_rate
-
-REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
-
 
 def toy_space(num_choices=4):
     return SearchSpace("toy", (OneOf(tuple(range(num_choices)), "op"),), target_latency=1.0, reference_name="toy")
@@ -250,13 +244,7 @@ MULTI_REPLICA_SCRIPT = textwrap.dedent(
 
 
 def test_update_inside_strategy_run_one_device_and_mirrored():
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPOSITORY))
-    completed = subprocess.run(
-        [sys.executable, "-c", MULTI_REPLICA_SCRIPT], capture_output=True, text=True, env=environment, timeout=300
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
-    results = json.loads(line[len("RESULT") :])
+    results = run_script_for_result(MULTI_REPLICA_SCRIPT, timeout=300)
     assert results["mirrored"]["replicas"] == 2 and results["one_device"]["replicas"] == 1
     # The baseline is the cross-replica mean reward (2.0) on every replica.
     assert results["mirrored"]["baseline"] == [2.0, 2.0]

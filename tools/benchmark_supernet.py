@@ -12,7 +12,7 @@ Prints, measured in ONE run on whatever device is present:
 - peak memory of a supernet step under full op + filter warmup ÷ a one-hot step (largest child).
 
 All steps: same batch, resolution, RMSProp (decay 0.9, momentum 0.9, ε 1.0), cross-entropy +
-4e-5 · L2. Timings are medians over `--steps` steps, the models run in alternation so that a
+4e-5 / 2 · L2 of the non-classifier kernels (the reference's penalty). Timings are medians over `--steps` steps, the models run in alternation so that a
 noisy shared machine affects them alike. Peak memory: on a GPU `tf.config.experimental
 .get_memory_info` (peak, after `reset_memory_stats`); on CPU (which has no allocator stats) the
 peak RSS growth during one step, sampled by a thread every ~0.2 ms, each variant in a fresh
@@ -59,7 +59,7 @@ flags.DEFINE_list(
     "measure", ["speed", "memory"], "What to measure: speed, memory, search (whole search steps vs the largest child)."
 )
 
-L2_COEFFICIENT = 4e-5
+L2_COEFFICIENT = 4e-5 / 2  # the reference's l2(weight_decay / 2)
 
 
 def _optimizer():
@@ -83,15 +83,16 @@ def supernet_step_fn(supernet):
 
 
 def standalone_step_fn(model):
+    from tunas_keras.training.standalone_task import kernel_l2  # pylint: disable=import-outside-toplevel
+
     optimizer = _optimizer()
-    kernels = [weight for weight in model.trainable_weights if "kernel" in weight.name]
 
     @tf.function
     def step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            loss += L2_COEFFICIENT * tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
+            loss += L2_COEFFICIENT * kernel_l2(model)
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss

@@ -146,7 +146,8 @@ class Simulator:
 def run_configurations():
     """(space, K, reward name, β, schedule) of the requested sweep."""
     sizes = [int(size) for size in FLAGS.batch_size]
-    for space_name, size, schedule, reward_name in itertools.product(FLAGS.spaces, sizes, FLAGS.schedules, FLAGS.rewards):
+    combinations = itertools.product(FLAGS.spaces, sizes, FLAGS.schedules, FLAGS.rewards)
+    for space_name, size, schedule, reward_name in combinations:
         if schedule == "constant" and reward_name != "abs":
             continue
         betas = FLAGS.mnas_betas if reward_name == "mnas" else FLAGS.betas
@@ -183,7 +184,8 @@ def main(argv):
         if len(seeds) > 1:
             error += f" ± {float(np.std([run['relative_error'] for run in runs])):6.2%}"
         print(
-            f"{space_name:20s} {size:3d} {reward_name:10s} {beta:6.2f} {schedule:12s} {mean['mean_sampled_cost']:12.2f} "
+            f"{space_name:20s} {size:3d} {reward_name:10s} {beta:6.2f} {schedule:12s} "
+            f"{mean['mean_sampled_cost']:12.2f} "
             f"{mean['most_likely_cost']:11.2f} {error} {gap:6.2f} "
             f"{mean['most_likely_macs']:8.1f} {mean['entropy']:7.2f} {time.time() - start:7.1f}",
             flush=True,

@@ -119,7 +119,8 @@ class WarmupDropout(tf.Module):
 def pad_masks(space: SearchSpace, masks: Sequence[tf.Tensor]) -> tf.Tensor:
     """The list of per-decision masks as one float32 `[num_decisions, max_choices]` (zero-padded)."""
     width = max(space.num_choices)
-    return tf.stack([tf.pad(tf.cast(mask, tf.float32), [[0, width - count]]) for mask, count in zip(masks, space.num_choices)])
+    padded = [tf.pad(tf.cast(mask, tf.float32), [[0, width - count]]) for mask, count in zip(masks, space.num_choices)]
+    return tf.stack(padded)
 
 
 def unpad_masks(space: SearchSpace, padded: tf.Tensor) -> list:

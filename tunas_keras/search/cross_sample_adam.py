@@ -58,7 +58,9 @@ class CrossSampleAdam(tf.Module):
         self.first_moments: list = []
         self.second_moments: list = []
         with self.name_scope:
-            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=ONLY_FIRST_REPLICA, name="iterations")
+            self.iterations = tf.Variable(
+                0, dtype=tf.int64, trainable=False, aggregation=ONLY_FIRST_REPLICA, name="iterations"
+            )
 
     def build(self, variables: Sequence[tf.Variable]) -> None:
         """Creates the zero-initialised moments of `variables` (call once, under the strategy's scope)."""
@@ -100,7 +102,9 @@ class CrossSampleAdam(tf.Module):
             )
         context = tf.distribute.get_replica_context()
         if context is None:
-            raise ValueError("Invalid call of `CrossSampleAdam.apply`: call it inside `strategy.run` (replica context).")
+            raise ValueError(
+                "Invalid call of `CrossSampleAdam.apply`: call it inside `strategy.run` (replica context)."
+            )
         statistics = {
             "mean": [tf.reduce_mean(gradient, axis=0) for gradient in sample_gradients],
             "square_mean": [tf.reduce_mean(tf.square(gradient), axis=0) for gradient in sample_gradients],

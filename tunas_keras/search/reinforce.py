@@ -172,6 +172,7 @@ class Reinforce(tf.Module):
             sample_entropy = self.controller.entropy(sample)  # [S]
             losses = -advantage * log_prob
             regularization = -self.entropy_weight * sample_entropy
+        policy_entropy = self.controller.entropy()  # of the policy that drew the samples
         zero = tf.UnconnectedGradients.ZERO
         gradients = tape.jacobian(losses, variables, unconnected_gradients=zero)  # per sample: [S, ...]
         regularization_gradients = None
@@ -184,7 +185,7 @@ class Reinforce(tf.Module):
             "advantage": tf.reduce_mean(advantage),
             "log_prob": tf.reduce_mean(log_prob),
             "sample_entropy": tf.reduce_mean(sample_entropy),
-            "entropy": self.controller.entropy(),
+            "entropy": policy_entropy,
             "loss": tf.reduce_mean(losses + regularization),
         }
 

@@ -143,7 +143,8 @@ class SearchTask(Task):
 
     def _check_batch_sizes(self) -> None:
         count = self.num_replicas * self.architectures_per_step
-        for argument, size in (("batch_size", self.config.batch_size), ("validation batch", self.validation_batch_size)):
+        sizes = (("batch_size", self.config.batch_size), ("validation batch", self.validation_batch_size))
+        for argument, size in sizes:
             if size % count:
                 raise ValueError(
                     f"Invalid value for argument `{argument}`: {size} images do not split into "
@@ -253,7 +254,9 @@ class SearchTask(Task):
         quality = self._qualities(self._split(valid_images), self._split(valid_labels), samples)
         cost = self.cost_model.mask_cost(samples.masks)
         reward = self.reward(quality, cost)
-        learning_rate = rl_learning_rate(step, self.total_steps, self.rl_base_learning_rate, self.config.rl_delay_fraction)
+        learning_rate = rl_learning_rate(
+            step, self.total_steps, self.rl_base_learning_rate, self.config.rl_delay_fraction
+        )
         rl_stats = self.reinforce.step(samples, reward, learning_rate)
         means = stat_sums / float(self.architectures_per_step)
         return {

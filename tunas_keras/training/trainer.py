@@ -248,7 +248,9 @@ class Trainer:
         writer = tf.summary.create_file_writer(os.path.join(output_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
         show = self.progress_bar and output_dir == self.model_dir
-        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names) if show else None
+        progress = None
+        if show:
+            progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names)
         if progress is not None and start:
             progress.update(start)
         started = time.time()

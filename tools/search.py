@@ -26,16 +26,22 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tunas_keras.training.search import run_search  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.trainer import create_strategy, is_chief  # pylint: disable=import-outside-toplevel
 
     config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
+    # First of all: multi-worker and TPU strategies must exist before TensorFlow initialises.
+    strategy = create_strategy(config.strategy)
     print(f"TuNAS search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
     print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...")
     try:
-        result = run_search(config)
+        result = run_search(config, strategy=strategy)
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
     architecture_path = os.path.join(config.model_dir, "architecture.json")
+    if not is_chief(strategy):
+        print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
+        return 0
     print()
     print(f"Final architecture ({result['space']}): {':'.join(map(str, result['indices']))}")
     print(

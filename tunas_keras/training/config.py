@@ -37,6 +37,7 @@ class RunConfig:
     learning_rate: float = 0.165
     learning_rate_warmup_fraction: float = 0.025
     label_smoothing: float = 0.1
+    # L2 as the reference: a penalty weight_decay / 2 · Σw² over the non-classifier kernels.
     weight_decay: float = 4e-5
     # Start each residual branch's last batch-norm gamma at 0 (Goyal et al. 2017; not the reference
     # recipe): deep networks then train in a short budget (docs/benchmarks.md, "Embedded dataset").
@@ -68,8 +69,17 @@ class SearchConfig(RunConfig):
     optimizer: str = "adam"
     learning_rate: float = 0.032
     validation_batch_multiplier: int = 4
+    # None: the reference's search default for the space (3e-5 mobilenet_v3_like, 4e-5 otherwise).
+    weight_decay: Optional[float] = None
+    # Architectures sampled per replica and step: the replica's training batch is split into this
+    # many micro-batches (one architecture each, one optimizer step on the mean gradient) and its
+    # validation batch into as many groups. The paper's v3-32 TPU run: 32 per step in total
+    # (e.g. --batch_size=4096 --architectures_per_step=32 on one device: micro-batches of 128, the
+    # per-core batch of a v3-32). Demo: 4 (docs/benchmarks.md, controller simulation).
+    architectures_per_step: int = 4
     model_dir: str = "runs/search"
-    # Controller: Adam(0, 0.999, 1e-8); lr = base × batch / 256, 0 for the first 25 %, then × 10^progress.
+    # Controller: Adam(0, 0.999, 1e-8) over per-sample gradients; lr = base × batch / 256, 0 for the
+    # first int(0.25 · steps) steps, then × 10^progress (×1 at the delay, ×10 at the end).
     # The reference uses base 3e-4 over ~27k steps; a run of a hundred steps needs a larger base
     # for the policy to move as far, hence the demo default.
     rl_learning_rate: float = 0.1

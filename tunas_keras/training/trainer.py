@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, Callable, Hashable, Optional
@@ -27,21 +28,47 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # Config fields that may change between an interrupted run and its resumption.
 RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy")
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto`: MirroredStrategy over all GPUs if there are several, else OneDeviceStrategy."""
+    """`auto`: MirroredStrategy over all GPUs if there are several, else OneDeviceStrategy.
+
+    `multi_worker` (MultiWorkerMirroredStrategy, cluster from TF_CONFIG) and `tpu`
+    (TPUStrategy, TPUClusterResolver) must be created at program start, before TensorFlow
+    initialises its context (any op, device query or dataset): tools create them first.
+    `tpu` is thin and untested here (no TPU in CI): it connects to the cluster named by the
+    environment (e.g. a Cloud TPU VM) and initialises the TPU system.
+    """
     if name not in STRATEGIES:
         raise ValueError(f"Invalid value for argument `strategy`. Expected one of {STRATEGIES}. Received: {name!r}")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "multi_worker":
+    if name == "multi_worker":  # before any device query: that initialises the context
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs: always, except on non-chief multi-worker tasks.
+
+    As TF's convention: the `chief` task, or worker 0 of a cluster without a chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def write_atomic(path: str, data) -> None:
@@ -173,8 +200,9 @@ class Trainer:
         self.progress_bar = progress_bar
         self.stop_after = stop_after
 
-    def _restore(self, checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> int:
-        path = manager.latest_checkpoint
+    def _restore(self, checkpoint: tf.train.Checkpoint) -> int:
+        # Every task of a multi-worker run restores the chief's checkpoints (a shared filesystem).
+        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
         if path is None:
             return 0
         try:
@@ -202,9 +230,23 @@ class Trainer:
         return train_step
 
     def run(self) -> dict:
-        """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
-        prepare_model_dir(self.model_dir)
-        check_config_compatible(self.model_dir, self.config)
+        """Trains to the end (resuming if a checkpoint exists); returns the task's results.
+
+        Under a multi-worker strategy only the chief writes into `model_dir`; the other tasks
+        take part in every step and every checkpoint save (saving reads replica-local variables
+        through collectives), but write into a temporary directory that is removed at the end.
+        """
+        if is_chief(self.strategy):
+            return self._run(self.model_dir)
+        scratch = tempfile.mkdtemp(prefix="tunas_worker_")
+        try:
+            return self._run(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, output_dir: str) -> dict:
+        prepare_model_dir(output_dir)
+        check_config_compatible(output_dir, self.config)
         if self.seed is not None:
             # The same initial weights in every process: a resumed run then continues exactly
             # the run an uninterrupted one would have made (they differed from step 1 before).
@@ -213,15 +255,18 @@ class Trainer:
             self.task.build(self.strategy)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.model_dir, "checkpoints"), max_to_keep=3)
-        start = self._restore(checkpoint, manager)
-        history = self._load_history(start)
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
+        start = self._restore(checkpoint)
+        history = self._load_history(output_dir, start)
         dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
-        writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
+        writer = tf.summary.create_file_writer(os.path.join(output_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
-        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names) if self.progress_bar else None
+        show = self.progress_bar and output_dir == self.model_dir
+        progress = None
+        if show:
+            progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names)
         if progress is not None and start:
             progress.update(start)
         started = time.time()
@@ -239,13 +284,13 @@ class Trainer:
                 progress.update(current, values=self.task.progress_values(metrics), finalize=False)
             if current % self.checkpoint_every == 0 or current == last:
                 manager.save(checkpoint_number=current)
-                self._save_history(history)
+                self._save_history(output_dir, history)
         writer.flush()
         if last < self.task.total_steps:
             return {"stopped_at": last}
         if progress is not None:
             progress.update(self.task.total_steps, finalize=True)
-        results = self.task.finalize(self.model_dir, history)
+        results = self.task.finalize(output_dir, history)
         results["wall_time_s"] = time.time() - started
         results["resumed_from_step"] = start
         return results
@@ -259,17 +304,17 @@ class Trainer:
                 "(the last checkpoint is intact)."
             )
 
-    def _history_path(self) -> str:
-        return os.path.join(self.model_dir, "history.json")
-
-    def _load_history(self, start: int) -> list:
-        if start == 0 or not os.path.exists(self._history_path()):
+    @staticmethod
+    def _load_history(output_dir: str, start: int) -> list:
+        path = os.path.join(output_dir, "history.json")
+        if start == 0 or not os.path.exists(path):
             return []
-        with open(self._history_path()) as handle:
+        with open(path) as handle:
             return [entry for entry in json.load(handle) if entry["step"] <= start]
 
-    def _save_history(self, history: list) -> None:
-        write_atomic(self._history_path(), json.dumps(history, default=_to_json_number))
+    @staticmethod
+    def _save_history(output_dir: str, history: list) -> None:
+        write_atomic(os.path.join(output_dir, "history.json"), json.dumps(history, default=_to_json_number))
 
 
 def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None) -> dict:

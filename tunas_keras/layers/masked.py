@@ -87,13 +87,16 @@ def _input_channels(inputs: tf.Tensor, full: int):
 
 
 def _leading(tensor: Optional[tf.Tensor], count, axis: int = 0) -> Optional[tf.Tensor]:
-    """The first `count` entries of `tensor` along `axis` (no op when `count` is the static size)."""
-    if tensor is None or (isinstance(count, int) and count == tensor.shape[axis]):
+    """The first `count` entries of `tensor` along `axis` (no op when `count` is the static size).
+
+    A strided slice: its gradient is one `StridedSliceGrad` (a `tf.slice` would add a `Pad` with
+    computed paddings, several more ops per use in the supernet's traced graph).
+    """
+    if tensor is None or count is None or (isinstance(count, int) and count == tensor.shape[axis]):
         return tensor
-    begin = [0] * tensor.shape.rank
-    size = [-1] * tensor.shape.rank
-    size[axis] = count
-    return tf.slice(tensor, begin, tf.stack(size) if not isinstance(count, int) else size)
+    index = [slice(None)] * tensor.shape.rank
+    index[axis] = slice(None, count)
+    return tensor[tuple(index)]
 
 
 @keras.utils.register_keras_serializable(package="tunas_keras")
@@ -145,11 +148,14 @@ class MaskedConv2D(keras.layers.Layer):
     def masked_kernel(self, input_mask=None, output_mask=None, input_channels=None, output_channels=None):
         """The kernel cut to `input_channels` / `output_channels` (if given) and multiplied by the masks."""
         kernel = read_weight(self.kernel)
-        if input_channels is not None:
-            kernel = _leading(kernel, input_channels, axis=2)
+        full_in, full_out = self.kernel.shape[2], self.kernel.shape[3]
+        cut_in = input_channels is not None and not (isinstance(input_channels, int) and input_channels == full_in)
+        cut_out = output_channels is not None and not (isinstance(output_channels, int) and output_channels == full_out)
+        if cut_in or cut_out:  # one strided slice for both axes
+            kernel = kernel[:, :, : (input_channels if cut_in else full_in), : (output_channels if cut_out else full_out)]
+        if cut_in:
             input_mask = _leading(input_mask, input_channels)
-        if output_channels is not None:
-            kernel = _leading(kernel, output_channels, axis=3)
+        if cut_out:
             output_mask = _leading(output_mask, output_channels)
         if input_mask is not None:
             kernel = kernel * _as_mask(input_mask)[:, None]

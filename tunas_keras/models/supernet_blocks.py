@@ -29,11 +29,15 @@ def _channels_shape(channels: int) -> tf.TensorShape:
     return tf.TensorShape([None, None, None, channels])
 
 
-def _cut(inputs: tf.Tensor, channels) -> tf.Tensor:
-    """The first `channels` channels of `inputs` (all of them when `channels` is None)."""
-    if channels is None:
+def _cut(inputs: tf.Tensor, context: CallContext, width: Combination, gate) -> tf.Tensor:
+    """`inputs` cut to the channels an op inside a branch runs on ("slice"; all of them otherwise).
+
+    Only branch ops (gate not None) cut: a branch with weight 0 runs on `INACTIVE_CHANNELS`.
+    At the top level the inputs already have the op's input width.
+    """
+    if gate is None or context.counts is None:
         return inputs
-    return tf.slice(inputs, [0, 0, 0, 0], tf.stack([-1, -1, -1, channels]))
+    return inputs[..., : context.channels(width, gate)]
 
 
 def _scaled(weight, gate):
@@ -85,7 +89,7 @@ class ConvBatchNorm(SupernetOp):
         super().build(input_shape)
 
     def call(self, inputs, context=None, training=None, gate=None):
-        inputs = _cut(inputs, context.channels(self.input_width, gate))
+        inputs = _cut(inputs, context, self.input_width, gate)
         output_mask = context.mask(self.output_width)
         outputs = self.conv(
             inputs,
@@ -123,7 +127,7 @@ class DepthwiseBatchNorm(SupernetOp):
         super().build(input_shape)
 
     def call(self, inputs, context=None, training=None, gate=None):
-        inputs = _cut(inputs, context.channels(self.width, gate))
+        inputs = _cut(inputs, context, self.width, gate)
         mask = context.mask(self.width)
         outputs = self.batch_norm(self.depthwise(inputs, channel_mask=mask), channel_mask=mask)
         return ACTIVATION_FUNCTIONS[self.activation](outputs)
@@ -164,7 +168,7 @@ class SqueezeExcite(SupernetOp):
 
     def _gate_values(self, inputs, context, gate):
         inner, hidden = context.mask(self.inner_width), context.mask(self.hidden_width)
-        pooled = tf.reduce_mean(_cut(inputs, context.channels(self.inner_width, gate)), axis=[1, 2], keepdims=True)
+        pooled = tf.reduce_mean(_cut(inputs, context, self.inner_width, gate), axis=[1, 2], keepdims=True)
         hidden_channels = context.channels(self.hidden_width, gate)
         values = tf.nn.relu(self.reduce(pooled, input_mask=inner, output_mask=hidden, output_channels=hidden_channels))
         inner_channels = context.channels(self.inner_width, gate)

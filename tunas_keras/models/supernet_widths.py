@@ -113,11 +113,14 @@ class CallContext:
     """What one supernet call computed from the masks, and how its ops run.
 
     Attributes:
-      masks: `{width key: (max_value,) float32 channel mask}`, None for constant widths.
+      masks: `{width key: (max_value,) float32 channel mask}`; None for constant widths and in
+        the "slice" execution (nothing to multiply there).
       selections: `{selection key: weights of an op decision's branches}`.
       execution: `"mask"` (every tensor at its full width, masked channels zero: static shapes,
         XLA) or `"slice"` (tensors cut to the active channels, branches with weight 0 to
-        `INACTIVE_CHANNELS`: compute follows the sampled child).
+        `INACTIVE_CHANNELS`: compute follows the sampled child). "slice" takes each channel
+        mask as its support: filter masks must be one-hot (a sampled width, or the largest under
+        filter warmup, as the search makes them); fractional filter masks need "mask".
       one_hot: the caller promises one-hot op masks (kernel-size choices then run one merged
         branch; see `tunas_keras.layers.choice`).
       counts: `{width key: active channel count}` ("slice" only).
@@ -133,10 +136,12 @@ class CallContext:
     def create(cls, widths: dict, selections: dict, masks: Sequence[tf.Tensor], execution: str, one_hot: bool):
         if execution not in EXECUTION_MODES:
             raise ValueError(f"Invalid value for argument `execution`. Expected one of {EXECUTION_MODES}. Received: {execution!r}")
-        counts = {key: width.count(masks) for key, width in widths.items()} if execution == "slice" else None
+        slicing = execution == "slice"
+        counts = {key: width.count(masks) for key, width in widths.items()} if slicing else None
         return cls(
-            # A constant width masks nothing: None lets the layers skip the multiplication.
-            masks={key: width.channel_mask(masks) if width.factors else None for key, width in widths.items()},
+            # A constant width masks nothing, and a sliced tensor keeps exactly its active
+            # channels: None lets the layers skip the multiplication by the mask.
+            masks={key: None if slicing or not width.factors else width.channel_mask(masks) for key, width in widths.items()},
             selections={key: selection.weights(masks) for key, selection in selections.items()},
             execution=execution,
             one_hot=bool(one_hot),

@@ -273,10 +273,11 @@ def test_features_match_the_child_backbone(supernets, images):
     expected = backbone(images, training=True)
     for execution in ("mask", "slice"):
         features = supernet.features(images, arch, training=True, execution=execution)
-        assert sorted(features) == sorted(expected) == ["stride_16", "stride_32", "stride_4", "stride_8"]
+        assert sorted(features) == sorted(expected) == ["c4", "c5", "stride_16", "stride_32", "stride_4", "stride_8"]
         for name, value in expected.items():
             channels = value.shape[-1]
-            assert features[name].shape[-1] == supernet._plan.endpoint_widths[int(name[7:])].max_value
+            key = int(name[7:]) if name.startswith("stride_") else name
+            assert features[name].shape[-1] == supernet._plan.endpoint_widths[key].max_value
             _close(features[name][..., :channels], value)
             assert not np.any(features[name][..., channels:].numpy())
 

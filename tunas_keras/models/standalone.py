@@ -5,8 +5,8 @@ has one builder function, found through `LAYER_BUILDERS` (spec type → function
 
     >>> model = build_model("mobilenet_v2", num_classes=10, input_shape=(32, 32, 3))
     >>> backbone = build_backbone("proxylessnas_mobile", input_shape=(64, 64, 3))
-    >>> sorted(backbone.output)      # endpoints by stride, for detection
-    ['stride_16', 'stride_32', 'stride_4', 'stride_8']
+    >>> sorted(backbone.output)      # endpoints by stride, and SSDLite's C4 / C5, for detection
+    ['c4', 'c5', 'stride_16', 'stride_32', 'stride_4', 'stride_8']
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from tunas_keras.models.arguments import check_dropout_rate, check_input_shape, 
 from tunas_keras.schema import Architecture, contains_one_of
 
 ENDPOINT_STRIDES = (4, 8, 16, 32)
+# The SSDLite head's inputs (MobileNetV3 recipe, Howard et al. 2019, §6.2): C4 is the expansion
+# output of the first bottleneck that goes from stride 16 to 32 (taken before its stride-2
+# depthwise conv), C5 the output of the last 1×1 conv before the global pool.
+DETECTION_ENDPOINTS = ("c4", "c5")
+C4_INPUT_STRIDE = 16
 
 
 @dataclasses.dataclass
@@ -103,6 +108,8 @@ def _build_bottleneck(spec: specs.Bottleneck, inputs, context: BuildContext):
     outputs = _conv(inner_filters, 1, 1, prefix + "expand")(inputs)
     outputs = batch_norm(prefix + "expand_bn")(outputs)
     outputs = activation_layer(spec.activation, prefix + "expand_act")(outputs)
+    if spec.strides == 2 and context.stride == C4_INPUT_STRIDE:
+        context.endpoints.setdefault("c4", outputs)
     outputs = _depthwise(spec.kernel_size, spec.strides, prefix + "depthwise")(outputs)
     outputs = batch_norm(prefix + "depthwise_bn")(outputs)
     outputs = activation_layer(spec.activation, prefix + "depthwise_act")(outputs)
@@ -150,6 +157,7 @@ def _build_endpoint(spec: specs.Endpoint, inputs, context: BuildContext):
 
 def _build_global_pool(spec: specs.GlobalPool, inputs, context: BuildContext):
     del spec
+    context.endpoints["c5"] = inputs
     return keras.layers.GlobalAveragePooling2D(keepdims=True, name=context.prefix + "pool")(inputs)
 
 
@@ -215,18 +223,25 @@ def kernel_weights(model: keras.Model) -> list:
     return [variable for variable in model.trainable_variables if "kernel" in variable.name]
 
 
-def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
+def build_backbone(architecture, input_shape=(224, 224, 3), zero_init_residual: bool = False) -> keras.Model:
     """The feature extractor with its detection endpoints as outputs.
+
+    Args:
+      architecture: as in `build_model`.
+      input_shape: (height, width, channels).
+      zero_init_residual: as in `build_model`.
 
     Returns:
       A functional model mapping images to `{"stride_4": ..., "stride_8": ..., "stride_16": ...,
-      "stride_32": ...}` (the last marked endpoint at each stride).
+      "stride_32": ...}` (the last marked endpoint at each stride) plus `"c4"` and `"c5"` (see
+      `DETECTION_ENDPOINTS`) where the network has them. Its layers are named as in `build_model`.
     """
     network = resolve_network(architecture)
     images = keras.Input(check_input_shape(input_shape), name="images")
-    _, context = _build_features(network, images)
+    _, context = _build_features(network, images, zero_init_residual)
     endpoints = context.endpoints
     outputs = {f"stride_{stride}": endpoints[stride] for stride in ENDPOINT_STRIDES if stride in endpoints}
+    outputs.update({name: endpoints[name] for name in DETECTION_ENDPOINTS if name in endpoints})
     return keras.Model(images, outputs, name="backbone")
 
 

@@ -42,7 +42,7 @@ from absl import logging
 from tunas_keras.layers.common import classifier_initializer
 from tunas_keras.masks import one_hot_masks
 from tunas_keras.models.arguments import check_dropout_rate, check_input_shape, check_num_classes
-from tunas_keras.models.standalone import ENDPOINT_STRIDES, build_model
+from tunas_keras.models.standalone import DETECTION_ENDPOINTS, ENDPOINT_STRIDES, build_model
 from tunas_keras.models.supernet_plan import UNSHARED_SPACES, WEIGHT_SHARING_MODES, plan_supernet
 from tunas_keras.models.supernet_widths import EXECUTION_MODES, CallContext
 from tunas_keras.registry import get_search_space
@@ -226,18 +226,15 @@ class Supernet(keras.Model):
         return tf.nn.bias_add(tf.matmul(features, kernel), self.classifier.bias)
 
     def features(self, images, masks, training=None, one_hot=False, execution=None) -> dict:
-        """Detection endpoints `{"stride_4": ..., "stride_32": ...}` (as `build_backbone`).
+        """Detection endpoints `{"stride_4": ..., "stride_32": ..., "c4": ..., "c5": ...}` (as `build_backbone`).
 
         Channels are at the supernet's largest width; masked channels are zero.
         """
         del training
         _, endpoints = self._backbone(images, masks, one_hot, execution)
         widths = self._plan.endpoint_widths
-        return {
-            f"stride_{stride}": _padded(endpoints[stride], widths[stride].max_value)
-            for stride in ENDPOINT_STRIDES
-            if stride in endpoints
-        }
+        names = [(f"stride_{stride}", stride) for stride in ENDPOINT_STRIDES] + [(n, n) for n in DETECTION_ENDPOINTS]
+        return {name: _padded(endpoints[key], widths[key].max_value) for name, key in names if key in endpoints}
 
     def regularization_loss(self, masks) -> tf.Tensor:
         """Σw² over the ACTIVE kernels, as the reference regularises the one-shot model.

@@ -295,10 +295,25 @@ def separable(depthwise: SupernetOp, project: ConvBatchNorm, name: str) -> Seque
     return Sequence([depthwise, project], name=name)
 
 
-def bottleneck(expand: ConvBatchNorm, activation: str, depthwise, squeeze_excite, project, name: str) -> Sequence:
-    """Inverted bottleneck with operation collapsing: expand / project shared by all kernel and SE choices."""
-    parts = [expand, Activation(activation, name=name + "_expand_act"), depthwise, squeeze_excite, project]
-    return Sequence([part for part in parts if part is not None], name=name)
+class Bottleneck(Sequence):
+    """Inverted bottleneck with operation collapsing: expand / project shared by all kernel and SE choices.
+
+    Parts: 1×1 expand + BN, activation, depthwise op (a kernel `Choice` if searched), optional
+    squeeze-and-excite, 1×1 project + BN.
+    """
+
+    def __init__(self, expand: ConvBatchNorm, activation: str, depthwise, squeeze_excite, project, **kwargs):
+        name = kwargs.pop("name")
+        parts = [expand, Activation(activation, name=name + "_expand_act"), depthwise, squeeze_excite, project]
+        super().__init__([part for part in parts if part is not None], name=name, **kwargs)
+
+    @property
+    def inner_width(self) -> Combination:
+        return self.parts[0].output_width
+
+    def split_after_expansion(self) -> tuple:
+        """`(expansion, rest)`: two ops whose sequence is this one (the expansion output is SSDLite's C4)."""
+        return Sequence(self.parts[:2], name=self.name + "_expansion"), Sequence(self.parts[2:], name=self.name)
 
 
 class Residual(SupernetOp):

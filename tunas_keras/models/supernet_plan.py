@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from tunas_keras import specs
 from tunas_keras.models import supernet_blocks as blocks
+from tunas_keras.models.standalone import C4_INPUT_STRIDE
 from tunas_keras.models.supernet_widths import Combination, constant_width, squeeze_excite_width
 from tunas_keras.schema import OneOf, SearchSpace
 
@@ -41,7 +42,8 @@ class Plan:
       widths: `{key: Combination}` of every width an op reads.
       selections: `{key: Combination}` of every op decision's branch weights.
       feature_width: the width of the features before the classifier.
-      endpoint_widths: `{stride: Combination}`, the width of the last endpoint at each stride.
+      endpoint_widths: `{stride or "c4" / "c5": Combination}`, the width of the last endpoint at
+        each stride and of SSDLite's C4 / C5 (`standalone.DETECTION_ENDPOINTS`).
     """
 
     entries: list
@@ -101,11 +103,24 @@ class _Planner:
             self.endpoint_widths[self.stride] = input_width
             return input_width
         if isinstance(spec, specs.GlobalPool):
+            self.entries.append(("endpoint", "c5", prefix))  # SSDLite's C5: the pool's input
+            self.endpoint_widths["c5"] = input_width
             self.entries.append(("pool", None, prefix))
             return input_width
+        input_stride = self.stride
         op, width = self.op(spec, path, input_width, output_width, prefix)
-        self.entries.append(("op", op, prefix))
+        if self._is_c4_bottleneck(op, input_stride):
+            expansion, rest = op.split_after_expansion()
+            self.entries += [("op", expansion, prefix), ("endpoint", "c4", prefix), ("op", rest, prefix)]
+            self.endpoint_widths["c4"] = op.inner_width
+        else:
+            self.entries.append(("op", op, prefix))
         return width
+
+    def _is_c4_bottleneck(self, op, input_stride: int) -> bool:
+        """The first top-level bottleneck from stride 16 to 32 (standalone.C4_INPUT_STRIDE): C4 is its expansion."""
+        first = "c4" not in self.endpoint_widths
+        return first and isinstance(op, blocks.Bottleneck) and input_stride == C4_INPUT_STRIDE and self.stride == 2 * input_stride
 
     def op(self, spec, path, input_width, output_width, prefix):
         """A `SupernetOp` for `spec` and its output width, through `OP_PLANNERS`."""
@@ -213,7 +228,7 @@ def _plan_bottleneck(planner: _Planner, spec: specs.Bottleneck, path, input_widt
         1, 1, inner_width, output_width, names=("project", "project_bn"), name=prefix + "project"
     )
     planner.stride *= spec.strides
-    op = blocks.bottleneck(expand, spec.activation, depthwise, squeeze_excite, project, name=prefix + "bottleneck")
+    op = blocks.Bottleneck(expand, spec.activation, depthwise, squeeze_excite, project, name=prefix + "bottleneck")
     return op, output_width
 
 

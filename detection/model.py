@@ -93,7 +93,11 @@ class SSDLiteHead(keras.layers.Layer):
         self.extra_depths = tuple(int(depth) for depth in extra_depths)
         self.batch_statistics = bool(batch_statistics)
         self.levels = [str(level) for level in levels]
-        self.extra_layers = [self._extra_layer(index, depth) for index, depth in enumerate(self.extra_depths)]
+        # One flat list: Keras' `.weights.h5` format saves the layers of a list attribute, not of a
+        # list of lists (those would silently keep their initial values on loading).
+        self.extra_layers = [
+            layer for index, depth in enumerate(self.extra_depths) for layer in self._extra_layer(index, depth)
+        ]
         self.predictor = RetinaNetHead(
             min_level=levels[0],
             max_level=levels[-1],
@@ -104,6 +108,12 @@ class SSDLiteHead(keras.layers.Layer):
             share_level_convs=False,
             name="predictor",
         )
+
+    @property
+    def extra_blocks(self) -> list:
+        """The extra layers grouped per extra stride-2 layer: `[reduce, bn, depthwise, bn, expand, bn]` each."""
+        size = len(self.extra_layers) // len(self.extra_depths)
+        return [self.extra_layers[start : start + size] for start in range(0, len(self.extra_layers), size)]
 
     def _norm(self, name: str):
         return MaskedBatchNorm(name=name) if self.batch_statistics else batch_norm(name)
@@ -132,11 +142,10 @@ class SSDLiteHead(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape["c5"])
-        for layers in self.extra_layers:
-            for layer in layers:
-                with tf.name_scope(layer.name):  # variable names as if built by a call
-                    layer.build(shape)
-                shape = layer.compute_output_shape(shape)
+        for layer in self.extra_layers:
+            with tf.name_scope(layer.name):  # variable names as if built by a call
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
         shapes = {self.levels[0]: tf.TensorShape(input_shape["c4"]), self.levels[1]: tf.TensorShape(input_shape["c5"])}
         for level, depth in zip(self.levels[2:], self.extra_depths, strict=True):
             shapes[level] = tf.TensorShape([None, None, None, depth])
@@ -147,7 +156,7 @@ class SSDLiteHead(keras.layers.Layer):
     def call(self, features, training=None):
         maps = {self.levels[0]: features["c4"], self.levels[1]: features["c5"]}
         outputs = features["c5"]
-        for level, layers in zip(self.levels[2:], self.extra_layers, strict=True):
+        for level, layers in zip(self.levels[2:], self.extra_blocks, strict=True):
             for conv, norm in zip(layers[::2], layers[1::2], strict=True):
                 # `MaskedBatchNorm` is stateless: always the batch's statistics, no `training`.
                 outputs = conv(outputs)

@@ -145,12 +145,11 @@ class DetectionSupernet(keras.Model):
 
 def _copy_head(source: SSDLiteHead, target: SSDLiteHead) -> None:
     """Copies the supernet head's weights into a standalone head (channels cut to the target's)."""
-    for source_layers, target_layers in zip(source.extra_layers, target.extra_layers, strict=True):
-        for source_layer, target_layer in zip(source_layers, target_layers, strict=True):
-            if isinstance(source_layer, MaskedBatchNorm):
-                target_layer.set_weights(source_layer.sliced_weights(int(target_layer.gamma.shape[0])))
-            else:
-                target_layer.set_weights(_leading_slices(source_layer.get_weights(), target_layer.weights))
+    for source_layer, target_layer in zip(source.extra_layers, target.extra_layers, strict=True):
+        if isinstance(source_layer, MaskedBatchNorm):
+            target_layer.set_weights(source_layer.sliced_weights(int(target_layer.gamma.shape[0])))
+        else:
+            target_layer.set_weights(_leading_slices(source_layer.get_weights(), target_layer.weights))
     target.predictor.set_weights(_leading_slices(source.predictor.get_weights(), target.predictor.weights))
 
 

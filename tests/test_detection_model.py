@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 import detection
 import tunas_keras
@@ -12,8 +13,9 @@ from detection.anchors import AnchorConfig, feature_sizes, multilevel_anchor_box
 from detection.cost import head_macs
 from detection.model import SSDLiteHead, build_detector, decode_detections
 from detection.supernet import build_detection_supernet
-from tests.conftest import random_indices
+from tests.conftest import random_indices, small_architecture
 from tunas_keras import masks
+from tunas_keras.export import sources
 
 SIDES_320 = {"4": 20, "5": 10, "6": 5, "7": 3, "8": 2, "9": 1}
 
@@ -70,7 +72,7 @@ def _weights_macs(head, image_size: int) -> int:
     """MACs from the head's own kernels and the known map sizes (independent of `head_macs`)."""
     sides = feature_sizes(image_size, AnchorConfig().levels)
     total = 0
-    for layers, level, previous in zip(head.extra_layers, ["6", "7", "8", "9"], ["5", "6", "7", "8"], strict=True):
+    for layers, level, previous in zip(head.extra_blocks, ["6", "7", "8", "9"], ["5", "6", "7", "8"], strict=True):
         reduce, _, depthwise, _, expand, _ = layers
         total += sides[previous] ** 2 * int(np.prod(reduce.kernel.shape))
         total += sides[level] ** 2 * (
@@ -134,6 +136,21 @@ def test_detection_supernet_children_equal_their_standalone_detectors():
     head = sum(float(np.sum(np.square(w.numpy()))) for w in supernet.head.trainable_weights if "kernel" in w.name)
     penalty = float(supernet.regularization_loss(one_hot))
     assert penalty == pytest.approx(float(supernet.backbone.regularization_loss(one_hot)) + head, rel=1e-5)
+
+
+def test_detector_weights_round_trip_through_the_weights_file(tmp_path):
+    """Every weight, the head's extra layers included, survives `model.weights.h5` (what train writes)."""
+    keras.utils.set_random_seed(1)
+    architecture = small_architecture()
+    trained = build_detector(architecture, num_classes=3, input_shape=(64, 64, 3))
+    path = str(tmp_path / "model.weights.h5")
+    trained.save_weights(path)
+    keras.utils.set_random_seed(2)  # other initial values
+    loaded = build_detector(architecture, num_classes=3, input_shape=(64, 64, 3))
+    sources.load_weights(loaded, path)
+    assert len(loaded.weights) == len(trained.weights)
+    for expected, received in zip(trained.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(received.numpy(), expected.numpy(), err_msg=expected.name)
 
 
 def test_bad_detector_arguments():

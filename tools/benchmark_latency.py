@@ -16,10 +16,12 @@ import tempfile
 
 from absl import app, flags
 
+from detection import config as detection_config
 from tunas_keras.export import adb, sources
 
 flags.DEFINE_string("model", None, "A .tflite file to time.")
 sources.define_source_flags(flags, module_name=sys.argv[0])  # the model exported first (unless --model)
+detection_config.define_task_flag(flags)  # --task=detection: export the SSDLite detector first
 flags.DEFINE_string("dataset", "embedded", "Dataset for int8 calibration of the exported model.")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
 flags.DEFINE_integer("warmup_runs", 10, "Untimed runs first.")
@@ -37,6 +39,10 @@ FLAGS = flags.FLAGS
 def _model_path(workdir: str) -> str:
     if FLAGS.model:
         return FLAGS.model
+    if FLAGS.task == "detection":
+        from detection import cli  # pylint: disable=import-outside-toplevel
+
+        return cli.export(FLAGS, os.path.join(workdir, "model.tflite")).model_path
     from tunas_keras.export import pipeline  # pylint: disable=import-outside-toplevel
 
     architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)

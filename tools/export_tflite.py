@@ -16,9 +16,11 @@ import sys
 
 from absl import app, flags
 
+from detection import config as detection_config
 from tunas_keras.export import sources, tflite
 
 sources.define_source_flags(flags, module_name=sys.argv[0])
+detection_config.define_task_flag(flags)  # --task=detection: SSDLite + TFLite_Detection_PostProcess
 flags.DEFINE_string("output", None, "Output .tflite path.", required=True)
 flags.DEFINE_string("dataset", "embedded", "tunas_keras.datasets name for calibration / parity / QAT; '' = synthetic.")
 flags.DEFINE_integer("num_calibration_images", tflite.DEFAULT_CALIBRATION_IMAGES, "int8 calibration images.")
@@ -33,6 +35,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.task == "detection":
+        from detection import cli  # pylint: disable=import-outside-toplevel
+
+        cli.export(FLAGS)
+        return
     from tunas_keras.export import pipeline  # pylint: disable=import-outside-toplevel
 
     architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)

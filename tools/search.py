@@ -7,6 +7,8 @@ tracing the supernet's training step). The paper's ImageNet run:
     python tools/search.py --dataset=imagenet2012 --image_size=224 --batch_size=4096 --epochs=90 \
         --rl_learning_rate=3e-4 --strategy=mirrored --model_dir=runs/imagenet
 
+`--task=detection` searches an SSDLite backbone instead (docs/detection.md has the COCO command).
+
 Every field of `tunas_keras.training.config.SearchConfig` is a flag; `--config run.yaml` loads
 a file and flags override it. Killed runs resume when restarted with the same command.
 """
@@ -16,15 +18,21 @@ import sys
 
 from absl import app, flags
 
+from detection import config as detection_config
 from tunas_keras.training import config as config_lib
 
 config_lib.define_flags_for(config_lib.SearchConfig, flags)
+detection_config.define_detection_flags(flags, config_lib.SearchConfig, detection_config.DetectionSearchConfig)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.task == "detection":  # SSDLite backbone search, mobilenet_v3_like by default (detection/cli.py)
+        from detection import cli  # pylint: disable=import-outside-toplevel
+
+        return cli.search(FLAGS)
     from tunas_keras.training.search import run_search  # pylint: disable=import-outside-toplevel
     from tunas_keras.training.trainer import create_strategy, is_chief  # pylint: disable=import-outside-toplevel
 

@@ -4,6 +4,7 @@
     python tools/train.py --reference=mobilenet_v2 --protocol=test                 # a reference model
     python tools/train.py --indices=0:1:0:... --space=proxyless --steps=2000
     python tools/train.py --architecture=runs/search/architecture.json --init_from_supernet=runs/search
+    python tools/train.py --task=detection --reference=mobilenet_v3_large --image_size=96   # SSDLite
 
 Every field of `tunas_keras.training.config.TrainConfig` is a flag; `--config` loads a JSON/YAML
 file. Killed runs resume when restarted with the same command.
@@ -14,15 +15,21 @@ import sys
 
 from absl import app, flags
 
+from detection import config as detection_config
 from tunas_keras.training import config as config_lib
 
 config_lib.define_flags_for(config_lib.TrainConfig, flags)
+detection_config.define_detection_flags(flags, config_lib.TrainConfig, detection_config.DetectionTrainConfig)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.task == "detection":  # SSDLite training + COCO mAP (detection/cli.py)
+        from detection import cli  # pylint: disable=import-outside-toplevel
+
+        return cli.train(FLAGS)
     from tunas_keras.training.train import run_training  # pylint: disable=import-outside-toplevel
 
     config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)

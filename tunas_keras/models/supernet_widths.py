@@ -131,6 +131,7 @@ class CallContext:
     execution: str = "mask"
     one_hot: bool = False
     counts: Optional[dict] = None
+    _gated: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(cls, widths: dict, selections: dict, masks: Sequence[tf.Tensor], execution: str, one_hot: bool):
@@ -163,4 +164,7 @@ class CallContext:
         count = self.counts[width.key]
         if gate is None:
             return count
-        return tf.where(gate > 0, count, INACTIVE_CHANNELS)
+        key = (width.key, id(gate))  # computed once per width and branch within this call
+        if key not in self._gated:
+            self._gated[key] = (gate, tf.where(gate > 0, count, INACTIVE_CHANNELS))  # keeps `gate` alive: ids stay unique
+        return self._gated[key][1]

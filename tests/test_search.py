@@ -14,9 +14,6 @@ from tests.conftest import SPACE_NAMES
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.search import run_search
 
-# Tracing the supernet's training step takes minutes on a 2-core CPU (see docs/benchmarks.md), so
-# whole searches run in `make test-slow`, not in the default suite.
-pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +65,7 @@ def test_interrupted_search_ends_with_the_same_architecture(tmp_path):
     )
 
 
+@pytest.mark.slow  # two replicas, each its own copy of the step graph
 def test_multi_replica_search_on_logical_cpus(tmp_path):
     script = textwrap.dedent(
         f"""

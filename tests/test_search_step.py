@@ -220,3 +220,12 @@ def test_k_architectures_on_one_device_equal_k_replicas():
     moved = [np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(one["weights"], one["initial"])]
     assert max(moved) > 1e-3  # the shared weights did train
     assert max(np.max(np.abs(logits)) for logits in one["logits"]) > 1e-3  # and the controller moved
+
+
+def test_one_step_graph_unless_a_long_one_hot_phase_pays_for_a_second():
+    short = SearchTask(tiny_config(steps=120), space=tiny_search_space())
+    assert {short.phase(step) for step in range(120)} == {"op_warmup"}
+    long = SearchTask(tiny_config(steps=2000), space=tiny_search_space())
+    assert [long.phase(step) for step in (0, 499, 500, 1999)] == ["op_warmup", "op_warmup", "one_hot", "one_hot"]
+    no_warmup = SearchTask(tiny_config(steps=120, op_warmup=False), space=tiny_search_space())
+    assert {no_warmup.phase(step) for step in range(120)} == {"one_hot"}

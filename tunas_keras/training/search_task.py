@@ -40,6 +40,8 @@ from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
 
 _SEED_STRIDE = 1_000_003  # keeps the per-purpose seed streams apart
+# Steps after op warmup from which a second (one-hot) step graph pays for its tracing.
+ONE_HOT_GRAPH_MIN_STEPS = 500
 # The reference's default search weight decay: 3e-5 for the MobileNetV3-like space (which it
 # trains in bfloat16), 4e-5 for the others (`mobile_architecture_search.py`).
 SEARCH_WEIGHT_DECAY = {"mobilenet_v3_like": 3e-5}
@@ -197,12 +199,17 @@ class SearchTask(Task):
         """"op_warmup" while op warmup may make op masks fractional, then "one_hot".
 
         One step function per phase: the one-hot graph runs each kernel-size choice as one
-        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks.
+        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks. It saves
+        ~7 % of a step but costs a second trace (tens of seconds on a CPU), so a search switches
+        to it only with at least `ONE_HOT_GRAPH_MIN_STEPS` steps left (docs/benchmarks.md).
         """
         if not self.config.op_warmup:
             return "one_hot"
-        probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
-        return "op_warmup" if float(probability) > 0.0 else "one_hot"
+        warm = float(schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)) > 0.0
+        warmup_end = schedules.warmup_steps(self.total_steps, self.config.warmup_fraction)
+        if warm or self.total_steps - warmup_end < ONE_HOT_GRAPH_MIN_STEPS:
+            return "op_warmup"
+        return "one_hot"
 
     def _split(self, tensor):
         """`[K · n, ...]` -> `[K, n, ...]` (the K micro-batches / validation groups)."""

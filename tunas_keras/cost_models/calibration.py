@@ -353,7 +353,8 @@ def fit_cost_model(space, train: list, heldout: list, records: dict, statistic: 
     return report, bias, kernel
 
 
-def _check_arguments(output: str, num_train, num_heldout, seed, statistic, l2, fit_only, measure_only) -> None:
+def check_arguments(output: str, num_train, num_heldout, seed, statistic, l2, fit_only, measure_only) -> None:
+    """Checks `calibrate`'s arguments (cheap; a ValueError naming the argument)."""
     _check_int("num_train", num_train, 0)
     _check_int("num_heldout", num_heldout, 2)  # A rank correlation needs two points.
     _check_int("seed", seed, 0)
@@ -418,7 +419,7 @@ def calibrate(
       with `measure_only`.
     """
     output = output or os.path.join(output_dir, "cost_model.json")
-    _check_arguments(output, num_train, num_heldout, seed, statistic, l2, fit_only, measure_only)
+    check_arguments(output, num_train, num_heldout, seed, statistic, l2, fit_only, measure_only)
     prepare_model_dir(output_dir, argument="output_dir")
     space = search_spaces.get_search_space(settings.space)
     train, heldout = calibration_architectures(space, num_train, num_heldout, seed, include_extremes)

@@ -7,8 +7,13 @@ standalone training (`StandaloneTask`).
 Checkpoints (`tf.train.CheckpointManager`) hold the step counter and everything the task lists;
 randomness is derived from the step (stateless), and the input pipeline is re-created and
 advanced to the restored step, so a resumed run continues the interrupted one exactly.
-A checkpoint is only referenced once fully written (the manager updates its index file last),
-so a run killed while saving resumes from the previous checkpoint.
+
+kill -9 safety (docs/reproducibility.md): the model dir is validated before anything is built
+or written; every file goes through `write_atomic`; history.json is written before the
+checkpoint of the same step; a checkpoint is only referenced once fully written (the manager
+updates its index file last), so a run killed while saving resumes from the previous one; the
+final writes are redone by a restart (it restores the last checkpoint and runs no step).
+`configure_determinism` makes the same command and seed give the same run on one machine.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import tempfile
 import time
 from typing import Any, Callable, Optional
@@ -25,10 +31,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
+
+from tunas_keras.errors import UserInputError, user_input
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # Config fields that may change between an interrupted run and its resumption.
-RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy")
+TEMPORARY_PREFIX = ".tmp_"  # write_atomic's temporary files
+RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy", "deterministic")
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
@@ -43,19 +53,94 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 
+def configure_determinism(deterministic: bool = True) -> bool:
+    """Makes a run bit-reproducible across processes on one machine (same command, same seed).
+
+    The non-determinism it removes (docs/reproducibility.md): with several inter-op threads,
+    TensorFlow runs independent ops of the search step concurrently, and how they interleave
+    changes the float results of the supernet's forward and backward pass in their last bits
+    under op warmup (fractional op masks). Measured on one step repeated on the same inputs: 21
+    of 100 repetitions differed by default, 22 of 100 with one intra-op thread, none with one
+    inter-op thread; one-hot or filter-warmup masks never differed. Tiny differences flip a
+    discrete architecture sample and the runs diverge. So, when `deterministic`:
+
+    - one inter-op thread: independent ops run one after another (each kernel still uses all
+      cores through the intra-op pool);
+    - `tf.config.experimental.enable_op_determinism()`: deterministic kernels on GPUs (cuDNN /
+      cuBLAS algorithms, no atomics in reductions) and a deterministic tf.data order.
+
+    Thread counts can only change before TensorFlow runs its first op (the tools call this right
+    after validating); later, a warning says that the run may not be reproducible. What may
+    still differ across machines: other CPUs (AVX2 vs AVX-512, oneDNN vs plain kernels), core
+    counts (the intra-op split of reductions), GPUs and TensorFlow versions give other floats.
+
+    Returns:
+      Whether the run is deterministic.
+    """
+    if not deterministic:
+        return False
+    reproducible = True
+    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            reproducible = False
+            logging.warning(
+                "deterministic=True, but TensorFlow already runs with several inter-op threads (it was initialised "
+                "before configure_determinism); this run may not be bit-reproducible."
+            )
+    tf.config.experimental.enable_op_determinism()
+    return reproducible
+
+
 def write_atomic(path: str, data) -> None:
-    """Writes `data` (str or bytes) to `path` through a temporary file and a rename."""
+    """Writes `data` (str or bytes) to `path` through a temporary file, an fsync and a rename.
+
+    A process killed at any moment leaves either the old file or the new one (and possibly a
+    `.tmp_*` file beside it), never a partial `path`. The file gets the usual permissions
+    (0666 minus the umask), not the 0600 of a temporary file.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     mode = "wb" if isinstance(data, bytes) else "w"
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
     try:
         with os.fdopen(handle, mode) as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        kill_point(f"write:{os.path.basename(path)}")
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Test hook: `TUNAS_KERAS_KILL_AT=<point>` makes the process SIGKILL itself at that point, so that
+# a test can kill a run exactly during a checkpoint save or between writing a file and renaming it
+# (tests/test_kill_resume.py). Points: "checkpoint:<step>" (while checkpoint <step> is being
+# written), "write:<file name>" (a write_atomic of that file, after the data, before the rename).
+KILL_AT_ENVIRONMENT = "TUNAS_KERAS_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """SIGKILLs this process if `TUNAS_KERAS_KILL_AT` names `name` (a no-op otherwise)."""
+    if os.environ.get(KILL_AT_ENVIRONMENT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporary_files(model_dir: str) -> None:
+    """Removes the `.tmp_*` files `write_atomic` leaves when a process is killed mid-write."""
+    for name in os.listdir(model_dir):
+        if name.startswith(TEMPORARY_PREFIX):
+            os.remove(os.path.join(model_dir, name))
 
 
 def prepare_model_dir(model_dir: str, argument: str = "model_dir") -> None:
@@ -66,27 +151,75 @@ def prepare_model_dir(model_dir: str, argument: str = "model_dir") -> None:
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        raise ValueError(
+        raise UserInputError(
             f"Invalid value for argument `{argument}`. Expected a writable directory. Received: {model_dir!r} ({error})"
         ) from error
 
 
-def check_config_compatible(model_dir: str, config: dict) -> None:
-    """Refuses to resume a run whose stored config differs (except in `RESUMABLE_FIELDS`)."""
+def check_writable_file(path: str, argument: str) -> str:
+    """Checks that `path` can be written (its directory exists and is writable, it is not a directory).
+
+    Raises:
+      ValueError: naming `argument`, before any work whose result would be lost.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a file path in an existing, writable directory. "
+            f"Received: {path!r}"
+        )
+    return path
+
+
+def check_config_compatible(model_dir: str, config: dict, write: bool = True) -> None:
+    """Refuses to resume a run whose stored config differs (except in `RESUMABLE_FIELDS`).
+
+    With `write`, stores `config` as `model_dir/config.json` (only when its content changes).
+    """
     path = os.path.join(model_dir, "config.json")
+    text = json.dumps(config, indent=2, sort_keys=True)
     if os.path.exists(path):
-        with open(path) as handle:
-            stored = json.load(handle)
+        try:
+            with open(path) as handle:
+                stored_text = handle.read()
+            stored = json.loads(stored_text)
+        except (OSError, ValueError) as error:
+            raise UserInputError(
+                f"Invalid value for argument `model_dir`: {path!r} is not readable JSON ({error}). Expected the "
+                "config.json of an earlier run, or a new --model_dir."
+            ) from error
         differing = sorted(
             key for key in set(stored) | set(config) if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
         )
         if differing:
             details = ", ".join(f"{key}: {stored.get(key)!r} -> {config.get(key)!r}" for key in differing)
-            raise ValueError(
+            raise UserInputError(
                 f"Invalid value for argument `model_dir`: {model_dir!r} holds a run with a different config "
                 f"({details}). Expected the same config to resume, or a new --model_dir."
             )
-    write_atomic(path, json.dumps(config, indent=2, sort_keys=True))
+        if stored_text == text:
+            return
+    if write:
+        write_atomic(path, text)
+
+
+def check_checkpoint_readable(path: str, argument: str = "model_dir") -> None:
+    """Reads every tensor of the checkpoint `path` (index and data, with their checksums).
+
+    Raises:
+      UserInputError: the checkpoint is truncated, corrupt or missing files (a problem of the
+        directory named by `argument`: remove the checkpoint or choose another directory).
+    """
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 - OpError, IndexError ("Read less bytes"), ...: all mean unreadable
+        raise UserInputError(
+            f"Invalid value for argument `{argument}`: checkpoint {path!r} could not be read: it is corrupt or "
+            f"incomplete ({type(error).__name__}: {' '.join(str(error).split())[:300]}). Remove it or choose "
+            f"another --{argument}."
+        ) from error
 
 
 class Task(abc.ABC):
@@ -160,16 +293,16 @@ class Trainer:
         self.progress_bar = progress_bar
         self.stop_after = stop_after
 
-    def _restore(self, checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> int:
-        path = manager.latest_checkpoint
+    def _restore(self, checkpoint: tf.train.Checkpoint, path: Optional[str]) -> int:
         if path is None:
             return 0
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
         except Exception as error:  # noqa: BLE001 - the reader raises OpError, IndexError, AssertionError, ...: all mean "unusable"
-            raise ValueError(
+            raise UserInputError(
                 f"Checkpoint {path!r} could not be restored: it is corrupt or was written by an incompatible run "
-                f"({type(error).__name__}: {str(error)[:300]}). Remove it or choose another --model_dir."
+                f"({type(error).__name__}: {' '.join(str(error).split())[:300]}). Remove it or choose another "
+                "--model_dir."
             ) from error
         return int(checkpoint.step.numpy())
 
@@ -185,10 +318,22 @@ class Trainer:
 
         return train_step
 
+    def validate(self) -> Optional[str]:
+        """Checks the model dir before anything is built: writable, the same config as a run it
+        holds, a readable latest checkpoint. Writes nothing. Returns that checkpoint's path."""
+        with user_input():
+            prepare_model_dir(self.model_dir)
+            check_config_compatible(self.model_dir, self.config, write=False)
+            latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+            if latest is not None:
+                check_checkpoint_readable(latest)
+        return latest
+
     def run(self) -> dict:
         """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
-        prepare_model_dir(self.model_dir)
+        latest = self.validate()
         check_config_compatible(self.model_dir, self.config)
+        remove_stale_temporary_files(self.model_dir)
         if self.seed is not None:
             # The same initial weights in every process: a resumed run then continues exactly
             # the run an uninterrupted one would have made (they differed from step 1 before).
@@ -198,18 +343,33 @@ class Trainer:
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.model_dir, "checkpoints"), max_to_keep=3)
-        start = self._restore(checkpoint, manager)
+        start = self._restore(checkpoint, latest)
+        started = time.time()
+        last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
+        self._train(step, manager, start, last)
+        if last < self.task.total_steps:
+            return {"stopped_at": last}
+        results = self.task.finalize(self.model_dir, self._load_history(self.task.total_steps))
+        results["wall_time_s"] = time.time() - started
+        results["resumed_from_step"] = start
+        return results
+
+    def _train(self, step: tf.Variable, manager: tf.train.CheckpointManager, start: int, last: int) -> None:
+        """Steps `start + 1 .. last` with summaries, progress and checkpoints.
+
+        Kill -9 safety: history.json (entries up to step N) is written before checkpoint N, and a
+        resumed run keeps only the entries up to its checkpoint, so the history never has a gap.
+        """
         history = self._load_history(start)
         dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
         writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
-        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names) if self.progress_bar else None
+        names = self.task.progress_names
+        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=names) if self.progress_bar else None
         if progress is not None and start:
             progress.update(start)
-        started = time.time()
-        last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
         for current in range(start + 1, last + 1):
             metrics = {key: float(value) for key, value in train_step(next(iterator)).items()}
             self._check_finite(metrics, current)
@@ -220,19 +380,22 @@ class Trainer:
                         tf.summary.scalar(key, value)
                     self.task.write_summaries(current)
             if progress is not None:
-                progress.update(current, values=self.task.progress_values(metrics), finalize=False)
+                progress.update(current, values=self.task.progress_values(metrics), finalize=current == last)
             if current % self.checkpoint_every == 0 or current == last:
-                manager.save(checkpoint_number=current)
+                writer.flush()
                 self._save_history(history)
+                self._save_checkpoint(manager, current)
         writer.flush()
-        if last < self.task.total_steps:
-            return {"stopped_at": last}
-        if progress is not None:
-            progress.update(self.task.total_steps, finalize=True)
-        results = self.task.finalize(self.model_dir, history)
-        results["wall_time_s"] = time.time() - started
-        results["resumed_from_step"] = start
-        return results
+
+    @staticmethod
+    def _save_checkpoint(manager: tf.train.CheckpointManager, current: int) -> None:
+        options = None
+        point = f"checkpoint:{current}"
+        if os.environ.get(KILL_AT_ENVIRONMENT) == point:
+            # Test hook: die after the checkpoint's files are written, before the manager's index
+            # file names it (the callbacks run first), i.e. in the middle of a checkpoint save.
+            options = tf.train.CheckpointOptions(experimental_write_callbacks=[lambda _: kill_point(point)])
+        manager.save(checkpoint_number=current, options=options)
 
     @staticmethod
     def _check_finite(metrics: dict, current: int) -> None:
@@ -246,14 +409,33 @@ class Trainer:
     def _history_path(self) -> str:
         return os.path.join(self.model_dir, "history.json")
 
-    def _load_history(self, start: int) -> list:
-        if start == 0 or not os.path.exists(self._history_path()):
+    def _load_history(self, up_to: int) -> list:
+        """The entries of history.json up to step `up_to` (a run resumed at `up_to` continues it)."""
+        if up_to == 0 or not os.path.exists(self._history_path()):
             return []
         with open(self._history_path()) as handle:
-            return [entry for entry in json.load(handle) if entry["step"] <= start]
+            return [entry for entry in json.load(handle) if entry["step"] <= up_to]
 
     def _save_history(self, history: list) -> None:
         write_atomic(self._history_path(), json.dumps(history, default=_to_json_number))
+
+
+def prepare_task(task_class: Callable[[Any], Task], config) -> Task:
+    """Validates the whole run config and creates the task; builds nothing and reads no data.
+
+    Then configures determinism (`config.deterministic`) before TensorFlow runs any op.
+
+    Raises:
+      UserInputError: a field is out of range or names something unknown (space, reward, cost
+        model, dataset, optimizer, strategy, architecture, ...).
+    """
+    from tunas_keras.training.config import validate_config  # pylint: disable=import-outside-toplevel
+
+    with user_input():
+        validate_config(config)
+        task = task_class(config)
+    configure_determinism(config.deterministic)  # creating the task ran no op, so threads can be set
+    return task
 
 
 def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None) -> dict:

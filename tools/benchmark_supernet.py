@@ -31,26 +31,29 @@ import sys
 import threading
 import time
 
-from absl import app, flags
+import tensorflow as tf
+import tf_keras as keras
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-
-import tunas_keras  # noqa: E402
-from tunas_keras.cost_models.sampling import extreme_indices  # noqa: E402
-from tunas_keras.masks import one_hot_masks, uniform_masks  # noqa: E402
-from tunas_keras.models.supernet import build_supernet  # noqa: E402
+import tunas_keras
+from tunas_keras import cli, errors
+from tunas_keras.cost_models.sampling import extreme_indices
+from tunas_keras.masks import one_hot_masks, uniform_masks
+from tunas_keras.models.supernet import build_supernet
+from tunas_keras.training.trainer import configure_determinism
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space name.")
-flags.DEFINE_integer("batch_size", 16, "Images per step.")
-flags.DEFINE_integer("image_size", 128, "Image height and width.")
-flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).")
-flags.DEFINE_integer("num_classes", 1001, "Classifier outputs.")
+flags.DEFINE_integer("batch_size", 16, "Images per step.", lower_bound=1)
+flags.DEFINE_integer("image_size", 128, "Image height and width.", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).", lower_bound=1)
+flags.DEFINE_integer("num_classes", 1001, "Classifier outputs.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled child.")
-flags.DEFINE_string("memory_probe", "", "Internal: 'one_hot' or 'warmup' runs one memory probe and prints JSON.")
+flags.DEFINE_enum("memory_probe", "", ["", "one_hot", "warmup"], "Internal: runs one memory probe and prints JSON.")
+flags.DEFINE_boolean(
+    "deterministic", False, "Time with --deterministic's settings (one inter-op thread, op determinism)."
+)
+MEASUREMENTS = ("speed", "memory", "search")
 flags.DEFINE_list(
     "measure", ["speed", "memory"], "What to measure: speed, memory, search (whole search steps vs the largest child)."
 )
@@ -223,7 +226,8 @@ def _current_rss_bytes() -> int:
 
 def _run_probe(kind: str) -> dict:
     argv = [sys.executable, os.path.abspath(__file__), f"--memory_probe={kind}"]
-    argv += [f"--{name}={getattr(FLAGS, name)}" for name in ("space", "batch_size", "image_size", "num_classes")]
+    names = ("space", "batch_size", "image_size", "num_classes", "deterministic")
+    argv += [f"--{name}={getattr(FLAGS, name)}" for name in names]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     output = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -231,11 +235,23 @@ def _run_probe(kind: str) -> dict:
 
 def main(argv):
     del argv
+    with errors.user_input():
+        tunas_keras.get_search_space(FLAGS.space)
+        unknown = sorted(set(FLAGS.measure) - set(MEASUREMENTS))
+        if unknown or not FLAGS.measure:
+            raise ValueError(
+                f"Invalid value for argument `measure`. Expected a list of {list(MEASUREMENTS)}. "
+                f"Received: {FLAGS.measure}"
+            )
+    configure_determinism(FLAGS.deterministic)
     if FLAGS.memory_probe:
         print(json.dumps(memory_probe(FLAGS.memory_probe)))
         return
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    print(f"space={FLAGS.space} batch={FLAGS.batch_size} image={FLAGS.image_size} steps={FLAGS.steps} device={device}")
+    print(
+        f"space={FLAGS.space} batch={FLAGS.batch_size} image={FLAGS.image_size} steps={FLAGS.steps} device={device} "
+        f"deterministic={FLAGS.deterministic}"
+    )
     if "speed" in FLAGS.measure:
         times = benchmark_speed()
         for name, value in times.items():
@@ -257,4 +273,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,12 +14,11 @@ See `tunas_keras.cost_models.calibration`.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from tunas_keras.cost_models import calibration  # noqa: E402
-from tunas_keras.export import adb, tflite  # noqa: E402
+from tunas_keras import cli, errors
+from tunas_keras.cost_models import calibration
+from tunas_keras.export import adb, tflite
 
 flags.DEFINE_string("space", "proxyless", "Search space to calibrate.")
 flags.DEFINE_string("output_dir", None, "Measurement cache, report and plot go here.", required=True)
@@ -44,13 +43,20 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    settings = calibration.CalibrationSettings(
-        space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
-        quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
-        target="adb" if FLAGS.adb else "host",
-    )
+    del argv
+    with errors.user_input():
+        settings = calibration.CalibrationSettings(
+            space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
+            quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
+            target="adb" if FLAGS.adb else "host",
+        )
+        output = FLAGS.output or os.path.join(FLAGS.output_dir, "cost_model.json")
+        calibration.check_arguments(
+            output, FLAGS.num_train, FLAGS.num_heldout, FLAGS.seed, FLAGS.statistic, FLAGS.l2, FLAGS.fit_only,
+            FLAGS.measure_only,
+        )
+        if FLAGS.fit_only:  # the cache must exist and match the settings
+            calibration.read_cache(os.path.join(FLAGS.output_dir, calibration.CACHE_NAME), settings)
     options = adb.adb_options(FLAGS) if FLAGS.adb else None
     measure = calibration.make_measure(settings, FLAGS.warmup_runs, FLAGS.runs, options)
     report = calibration.calibrate(
@@ -66,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

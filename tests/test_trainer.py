@@ -166,3 +166,14 @@ def test_resume_leaves_an_identical_config_json_alone(tmp_path):
     with pytest.raises(UserInputError, match="different config"):
         check_config_compatible(str(tmp_path), {"lr": 0.5})
     assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 0.05}
+
+
+def test_a_deterministic_run_leaves_op_determinism_as_it_found_it(tmp_path):
+    """Op determinism is process-wide (unseeded random ops raise under it): a run must not leave it on,
+    or unrelated code after an in-process run breaks (it did: test order-dependent failures)."""
+    from tensorflow.python.framework import config as tf_config
+
+    task = _LinearTask(total_steps=2)
+    Trainer(task, str(tmp_path), {}, create_strategy("one_device"), progress_bar=False, deterministic=True).run()
+    assert not tf_config.is_op_determinism_enabled()
+    tf.random.uniform([2])  # an unseeded random op still runs

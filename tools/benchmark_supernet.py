@@ -40,7 +40,7 @@ from tunas_keras import cli, errors
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.masks import one_hot_masks, uniform_masks
 from tunas_keras.models.supernet import build_supernet
-from tunas_keras.training.trainer import configure_determinism
+from tunas_keras.training.trainer import configure_determinism, gpu_op_determinism
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space name.")
@@ -51,7 +51,7 @@ flags.DEFINE_integer("num_classes", 1001, "Classifier outputs.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled child.")
 flags.DEFINE_enum("memory_probe", "", ["", "one_hot", "warmup"], "Internal: runs one memory probe and prints JSON.")
 flags.DEFINE_boolean(
-    "deterministic", False, "Time with --deterministic's settings (one inter-op thread, op determinism)."
+    "deterministic", False, "Time with --deterministic's settings (one inter-op thread; op determinism on GPUs)."
 )
 MEASUREMENTS = ("speed", "memory", "search")
 flags.DEFINE_list(
@@ -244,6 +244,11 @@ def main(argv):
                 f"Received: {FLAGS.measure}"
             )
     configure_determinism(FLAGS.deterministic)
+    with gpu_op_determinism(FLAGS.deterministic):
+        _measure()
+
+
+def _measure() -> None:
     if FLAGS.memory_probe:
         print(json.dumps(memory_probe(FLAGS.memory_probe)))
         return

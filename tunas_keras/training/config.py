@@ -127,8 +127,8 @@ FIELD_HELP = {
     "checkpoint_every": "Steps between checkpoints (the last step is always checkpointed).",
     "summary_every": "Steps between history / TensorBoard entries.",
     "progress_bar": "Show a progress bar with ETA.",
-    "deterministic": "Bit-identical runs for the same command and seed on this machine: one inter-op thread and op "
-    "determinism (see docs/reproducibility.md).",
+    "deterministic": "Bit-identical runs for the same command and seed on this machine: one inter-op thread, and "
+    "op determinism on GPUs (see docs/reproducibility.md).",
     "space": "Search space: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "TrainConfig.space": "Search space of --indices: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "target_latency": "Target cost T0 in the cost model's units (ms); None: the space's default (84 / 57).",

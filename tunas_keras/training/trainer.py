@@ -19,6 +19,7 @@ final writes are redone by a restart (it restores the last checkpoint and runs n
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import json
 import math
@@ -66,8 +67,8 @@ def configure_determinism(deterministic: bool = True) -> bool:
 
     - one inter-op thread: independent ops run one after another (each kernel still uses all
       cores through the intra-op pool);
-    - `tf.config.experimental.enable_op_determinism()`: deterministic kernels on GPUs (cuDNN /
-      cuBLAS algorithms, no atomics in reductions) and a deterministic tf.data order.
+    - and, on a host with GPUs, the Trainer adds op determinism while the run lasts
+      (`gpu_op_determinism`).
 
     Thread counts can only change before TensorFlow runs its first op (the tools call this right
     after validating); later, a warning says that the run may not be reproducible. What may
@@ -89,8 +90,30 @@ def configure_determinism(deterministic: bool = True) -> bool:
                 "deterministic=True, but TensorFlow already runs with several inter-op threads (it was initialised "
                 "before configure_determinism); this run may not be bit-reproducible."
             )
-    tf.config.experimental.enable_op_determinism()
     return reproducible
+
+
+@contextlib.contextmanager
+def gpu_op_determinism(enabled: bool):
+    """Within the block, on a host with GPUs: `enable_op_determinism()` (deterministic cuDNN / cuBLAS
+    algorithms, no atomics in reductions); the previous setting comes back afterwards.
+
+    Not on CPU-only hosts: the CPU kernels gave identical results call after call (measured, see
+    docs/reproducibility.md), our tf.data pipelines are deterministic by construction, and op
+    determinism is process-wide: it makes every unseeded random op raise, also code outside the run.
+    """
+    if not enabled or not tf.config.list_physical_devices("GPU"):
+        yield
+        return
+    from tensorflow.python.framework import config as tf_config  # pylint: disable=import-outside-toplevel
+
+    enabled_before = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not enabled_before:
+            tf_config.disable_op_determinism()
 
 
 def write_atomic(path: str, data) -> None:
@@ -269,6 +292,8 @@ class Trainer:
         for time-limited slots. `run` then returns `{"stopped_at": step}` without finalising.
       seed: seeds Python, NumPy and TF (`keras.utils.set_random_seed`) before the task builds
         its variables, so that runs with the same seed start from the same weights.
+      deterministic: op determinism on GPUs while the run lasts (`gpu_op_determinism`); the
+        thread settings are `configure_determinism`'s, made before TensorFlow runs any op.
     """
 
     def __init__(
@@ -282,9 +307,11 @@ class Trainer:
         progress_bar: bool = True,
         stop_after: Optional[int] = None,
         seed: Optional[int] = None,
+        deterministic: bool = False,
     ):
         self.task = task
         self.seed = seed
+        self.deterministic = deterministic
         self.model_dir = model_dir
         self.config = config
         self.strategy = strategy or create_strategy("auto")
@@ -332,6 +359,10 @@ class Trainer:
     def run(self) -> dict:
         """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
         latest = self.validate()
+        with gpu_op_determinism(self.deterministic):
+            return self._run(latest)
+
+    def _run(self, latest: Optional[str]) -> dict:
         check_config_compatible(self.model_dir, self.config)
         remove_stale_temporary_files(self.model_dir)
         if self.seed is not None:
@@ -450,6 +481,7 @@ def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None
         progress_bar=config.progress_bar,
         stop_after=stop_after,
         seed=config.seed,
+        deterministic=getattr(config, "deterministic", False),
     )
     return trainer.run()
 

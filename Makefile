@@ -21,3 +21,8 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow tests
+
+# Format check and lint (configured in pyproject.toml); `ruff format .` and `ruff check --fix .` fix most.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from search_spaces.common import KERNEL_SIZES, filter_choices
 from tunas_keras.schema import OneOf, SearchSpace
-from tunas_keras.specs import RELU, SWISH6, Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network
-from tunas_keras.specs import SeparableConv, skippable
+from tunas_keras.specs import (
+    RELU,
+    SWISH6,
+    Activation,
+    Block,
+    Bottleneck,
+    Conv,
+    Endpoint,
+    GlobalPool,
+    Network,
+    SeparableConv,
+    skippable,
+)
 
 TARGET_LATENCY_MS = 57.0
 EXPANSIONS = (1, 2, 3, 4, 5, 6)
@@ -27,7 +38,7 @@ def bneck(activation: str, strides: int = 1) -> Bottleneck:
     )
 
 
-def block(strides: int, activation: str, base_filters: int, endpoint: bool) -> Block:
+def block(*, strides: int, activation: str, base_filters: int, endpoint: bool) -> Block:
     """`bneck(stride)` + 3 skippable `bneck`s; the first layer has no keep/skip decision."""
     layers = (bneck(activation, strides),) + tuple(skippable(bneck(activation)) for _ in range(3))
     return Block(layers + ((Endpoint(),) if endpoint else ()), filter_choices(base_filters))
@@ -43,14 +54,15 @@ def build_network() -> Network:
         ),
         filter_choices(16),
     )
+    # fmt: off
     blocks = (
-        #     stride  activation  base  endpoint
-        block(2, RELU, 16, True),
-        block(2, RELU, 32, True),
-        block(2, SWISH6, 64, False),
-        block(1, SWISH6, 128, True),
-        block(2, SWISH6, 256, True),
+        block(strides=2, activation=RELU,   base_filters=16,  endpoint=True),
+        block(strides=2, activation=RELU,   base_filters=32,  endpoint=True),
+        block(strides=2, activation=SWISH6, base_filters=64,  endpoint=False),
+        block(strides=1, activation=SWISH6, base_filters=128, endpoint=True),
+        block(strides=2, activation=SWISH6, base_filters=256, endpoint=True),
     )
+    # fmt: on
     head1 = Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), filter_choices(512))
     head2 = Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), filter_choices(1024))
     return Network((stem, *blocks, head1, head2))

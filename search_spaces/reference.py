@@ -10,11 +10,29 @@ written with absolute sizes.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
-from tunas_keras.specs import RELU, SWISH6, Activation, Block, Bottleneck, Conv, Endpoint, GlobalPool, Network
-from tunas_keras.specs import Residual, SeparableConv
+from tunas_keras.registry import Reference
+from tunas_keras.schema import Decision, SearchSpace
+from tunas_keras.specs import (
+    RELU,
+    SWISH6,
+    Activation,
+    Block,
+    Bottleneck,
+    Conv,
+    Endpoint,
+    GlobalPool,
+    Network,
+    Residual,
+    SeparableConv,
+    Zero,
+)
 
+# Op code = 3·e + k: the kernel size is OP_KERNEL_SIZES[k], the expansion OP_EXPANSIONS[e].
+OP_KERNEL_SIZES = (3, 5, 7)
+OP_EXPANSIONS = (3, 6)
 SKIP_OP = 6
 
 
@@ -51,93 +69,145 @@ PROXYLESS_LAYOUT_REFERENCES["proxylessnas_mobile_x2_every_block"] = ProxylessLay
 )
 
 
-def _v3_bneck(kernel_size, expanded_filters, strides=1, squeeze_excite=False, activation=RELU, residual=True):
-    layer = Bottleneck(
-        kernel_size=kernel_size,
-        expansion=None,
-        squeeze_excite=squeeze_excite,
-        strides=strides,
-        activation=activation,
-        expanded_filters=expanded_filters,
-    )
-    return Residual(layer) if residual else layer
+class V3Bneck(NamedTuple):
+    """One bottleneck row of MobileNetV3-Large (Howard et al. 2019, Table 1).
+
+    A row is residual when it keeps the stride and the width of its input (as the paper).
+    """
+
+    kernel_size: int
+    expanded_filters: int
+    filters: int
+    strides: int = 1
+    squeeze_excite: bool = False
+    activation: str = RELU
+    endpoint: bool = False
+
+
+STEM_FILTERS = 16
+# fmt: off
+MOBILENET_V3_LARGE_BNECKS = (
+    V3Bneck(kernel_size=3, expanded_filters=64,  filters=24,  strides=2),
+    V3Bneck(kernel_size=3, expanded_filters=72,  filters=24,  endpoint=True),
+    V3Bneck(kernel_size=5, expanded_filters=72,  filters=40,  strides=2, squeeze_excite=True),
+    V3Bneck(kernel_size=5, expanded_filters=120, filters=40,  squeeze_excite=True),
+    V3Bneck(kernel_size=5, expanded_filters=120, filters=40,  squeeze_excite=True, endpoint=True),
+    V3Bneck(kernel_size=3, expanded_filters=240, filters=80,  strides=2, activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=200, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=184, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=184, filters=80,  activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=480, filters=112, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=3, expanded_filters=672, filters=112, squeeze_excite=True, activation=SWISH6, endpoint=True),
+    V3Bneck(kernel_size=5, expanded_filters=672, filters=160, strides=2, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=5, expanded_filters=960, filters=160, squeeze_excite=True, activation=SWISH6),
+    V3Bneck(kernel_size=5, expanded_filters=960, filters=160, squeeze_excite=True, activation=SWISH6, endpoint=True),
+)
+# fmt: on
+HEAD_FILTERS = (960, 1280)
+
+
+def _v3_blocks(rows, input_filters: int) -> list:
+    """Rows → `Block`s: consecutive rows of one width form a block."""
+    blocks, layers = [], []
+    for index, row in enumerate(rows):
+        layer = Bottleneck(
+            kernel_size=row.kernel_size,
+            expansion=None,
+            squeeze_excite=row.squeeze_excite,
+            strides=row.strides,
+            activation=row.activation,
+            expanded_filters=row.expanded_filters,
+        )
+        layers.append(Residual(layer) if row.strides == 1 and row.filters == input_filters else layer)
+        if row.endpoint:
+            layers.append(Endpoint())
+        if index + 1 == len(rows) or rows[index + 1].filters != row.filters:
+            blocks.append(Block(tuple(layers), row.filters))
+            layers = []
+        input_filters = row.filters
+    return blocks
 
 
 def mobilenet_v3_large() -> Network:
     """MobileNetV3-Large (Howard et al. 2019, Table 1) with absolute sizes."""
-    se_relu = dict(squeeze_excite=True, activation=RELU)
-    se_swish = dict(squeeze_excite=True, activation=SWISH6)
-    return Network(
+    stem = Block(
         (
-            Block(
-                (
-                    Conv(kernel_size=3, strides=2),
-                    Activation(SWISH6),
-                    Residual(SeparableConv(kernel_size=3, activation=RELU)),
-                    Endpoint(),
-                ),
-                16,
-            ),
-            Block((_v3_bneck(3, 64, strides=2, residual=False), _v3_bneck(3, 72), Endpoint()), 24),
-            Block(
-                (
-                    _v3_bneck(5, 72, strides=2, residual=False, **se_relu),
-                    _v3_bneck(5, 120, **se_relu),
-                    _v3_bneck(5, 120, **se_relu),
-                    Endpoint(),
-                ),
-                40,
-            ),
-            Block(
-                (
-                    _v3_bneck(3, 240, strides=2, residual=False, activation=SWISH6),
-                    _v3_bneck(3, 200, activation=SWISH6),
-                    _v3_bneck(3, 184, activation=SWISH6),
-                    _v3_bneck(3, 184, activation=SWISH6),
-                ),
-                80,
-            ),
-            Block((_v3_bneck(3, 480, residual=False, **se_swish), _v3_bneck(3, 672, **se_swish), Endpoint()), 112),
-            Block(
-                (
-                    _v3_bneck(5, 672, strides=2, residual=False, **se_swish),
-                    _v3_bneck(5, 960, **se_swish),
-                    _v3_bneck(5, 960, **se_swish),
-                    Endpoint(),
-                ),
-                160,
-            ),
-            Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), 960),
-            Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), 1280),
-        )
+            Conv(kernel_size=3, strides=2),
+            Activation(SWISH6),
+            Residual(SeparableConv(kernel_size=3, activation=RELU)),
+            Endpoint(),
+        ),
+        STEM_FILTERS,
     )
+    head = (
+        Block((Conv(kernel_size=1), Activation(SWISH6), GlobalPool()), HEAD_FILTERS[0]),
+        Block((Conv(kernel_size=1, use_batch_norm=False), Activation(SWISH6)), HEAD_FILTERS[1]),
+    )
+    return Network((stem, *_v3_blocks(MOBILENET_V3_LARGE_BNECKS, STEM_FILTERS), *head))
 
 
-REFERENCE_NAMES = tuple(PROXYLESS_LAYOUT_REFERENCES) + ("mobilenet_v3_large",)
+def _op_index(decision: Decision, op: int) -> int:
+    """The choice of one decision of a layer that the op code `op` describes."""
+    skipped = op == SKIP_OP
+    kernel_size = None if skipped else OP_KERNEL_SIZES[op % 3]
+    expansion = None if skipped else OP_EXPANSIONS[op // 3]
+    if decision.tag in ("kernel_size", "expansion"):
+        # A skipped layer keeps kernel and expansion at index 0; they do not matter then.
+        return 0 if skipped else decision.choices.index(kernel_size if decision.tag == "kernel_size" else expansion)
+    if decision.tag != "op":
+        raise ValueError(f"Decision {decision.name} has no meaning in the ProxylessNAS op codes.")
+
+    layers = [index for index, choice in enumerate(decision.choices) if not isinstance(choice, Zero)]
+    if skipped:
+        candidates = [index for index, choice in enumerate(decision.choices) if isinstance(choice, Zero)]
+    elif len(layers) > 1:  # whole ops that differ by their kernel size
+        candidates = [index for index in layers if decision.choices[index].kernel_size == kernel_size]
+    else:
+        candidates = layers
+    if len(candidates) != 1:
+        raise ValueError(f"Op code {op} matches {len(candidates)} choices of {decision.name}.")
+    return candidates[0]
 
 
-def layout_indices(layout: ProxylessLayout, filter_decisions) -> list:
+def layout_indices(layout: ProxylessLayout, space: SearchSpace) -> list:
     """The `indices` of a ProxylessNAS-layout network in a space with that layout.
+
+    The space's own decision order decides: each layer that has decisions takes the next op
+    code, and each block's `filters` decision takes that block's width.
 
     Args:
       layout: ops and widths.
-      filter_decisions: the space's nine width decisions, in order.
+      space: a search space of the ProxylessNAS layout.
 
     Raises:
-      ValueError: a width is not among the choices of its decision.
+      ValueError: a width or an op is not among the choices of its decision, or the layout does
+        not have one op per searched layer.
     """
-    widths = []
-    for position, (filters, decision) in enumerate(zip(layout.filters, filter_decisions)):
-        if filters not in decision.choices:
-            raise ValueError(f"Width {filters} of block {position} is not one of the choices {decision.choices}.")
-        widths.append(decision.choices.index(filters))
-    indices = [widths[0], layout.ops[0], widths[1]]
-    ops = iter(layout.ops[1:])
-    for block, num_layers in enumerate((4, 4, 4, 4, 4, 1)):
-        for _ in range(num_layers):
-            op = next(ops)
-            # A skipped layer keeps kernel and expansion at index 0; they do not matter then.
-            indices += [0, 0, 1] if op == SKIP_OP else [op % 3, op // 3, 0]
-        indices.append(widths[2 + block])
-    indices.append(widths[8])
+    ops = iter(layout.ops)
+    layer_ops: dict = {}
+    indices = []
+    for decision in space.decisions:
+        block = decision.path[1]  # ("blocks", block, "filters") or ("blocks", block, "layers", layer, ...)
+        if decision.tag == "filters":
+            filters = layout.filters[block]
+            if filters not in decision.choices:
+                raise ValueError(f"Width {filters} of block {block} is not one of the choices {decision.choices}.")
+            indices.append(decision.choices.index(filters))
+            continue
+        layer = decision.path[:4]
+        if layer not in layer_ops:
+            layer_ops[layer] = next(ops, None)
+            if layer_ops[layer] is None:
+                raise ValueError(f"The layout has {len(layout.ops)} op codes; the space needs more.")
+        indices.append(_op_index(decision, layer_ops[layer]))
+    if len(layer_ops) != len(layout.ops):
+        raise ValueError(f"The layout has {len(layout.ops)} op codes; the space has {len(layer_ops)} searched layers.")
     return indices
+
+
+# The spaces with the ProxylessNAS layout, smallest first.
+PROXYLESS_LAYOUT_SPACES = ("proxyless", "proxyless_enlarged")
+REFERENCES = tuple(
+    Reference(name, spaces=PROXYLESS_LAYOUT_SPACES, indices=functools.partial(layout_indices, layout))
+    for name, layout in PROXYLESS_LAYOUT_REFERENCES.items()
+) + (Reference("mobilenet_v3_large", network=mobilenet_v3_large),)

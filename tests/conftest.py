@@ -6,13 +6,20 @@ import json
 import os
 import pathlib
 import random
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+from tunas_keras import registry  # noqa: E402
+
 DATA_DIR = pathlib.Path(__file__).parent / "data"
-SPACE_NAMES = ("proxyless", "proxyless_enlarged", "mobilenet_v3_like")
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+# Tests iterate the registries, so a new space or reference model is tested without listing it here.
+SPACE_NAMES = registry.search_space_names()
+REFERENCE_NAMES = registry.reference_names()
 
 
 def load_golden_vectors() -> list[dict]:
@@ -28,9 +35,7 @@ def random_indices(space, seed: int) -> list[int]:
 
 @pytest.fixture(params=SPACE_NAMES)
 def space(request):
-    import tunas_keras
-
-    return tunas_keras.get_search_space(request.param)
+    return registry.get_search_space(request.param)
 
 
 def assert_close_to_scale(actual, expected, tolerance: float, message: str = "") -> None:
@@ -59,3 +64,34 @@ def without_key(value, key: str):
     if isinstance(value, list):
         return [without_key(item, key) for item in value]
     return value
+
+def tiny_search_space():
+    """A three-block space that traces in seconds: stem, a block of one fixed and one skippable
+    bottleneck (kernel {3, 5}, expansion {1, 2}, width {8, 16}), head. 7 decisions, nested ones included."""
+    from tunas_keras.schema import OneOf, SearchSpace
+    from tunas_keras.specs import Activation, Block, Bottleneck, Conv, GlobalPool, Network, fixed_op, skippable
+
+    def bneck(strides):
+        kernel_size, expansion = OneOf((3, 5), "kernel_size"), OneOf((1, 2), "expansion")
+        return Bottleneck(kernel_size=kernel_size, expansion=expansion, strides=strides)
+
+    network = Network(
+        (
+            Block((Conv(kernel_size=3, strides=2), Activation("relu")), OneOf((8,), "filters")),
+            Block((fixed_op(bneck(2)), skippable(bneck(1))), OneOf((8, 16), "filters")),
+            Block((Conv(kernel_size=1), Activation("relu"), GlobalPool()), OneOf((16,), "filters")),
+        )
+    )
+    return SearchSpace("tiny", network, target_latency=1.0, reference_name="tiny")
+
+
+def run_script_for_result(script: str, timeout: int) -> dict:
+    """Runs `script` in a fresh Python (free to configure devices before TensorFlow starts) and
+    returns the JSON it printed on a line starting with "RESULT"."""
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPOSITORY))
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=timeout
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])

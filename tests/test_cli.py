@@ -150,17 +150,31 @@ BAD_INPUTS = [
     ("train", ["--reference=mobilenet_v2", "--architecture={F}/future.json", "--model_dir={E}"], "`architecture`"),
     ("train", ["--reference=resnet50", "--model_dir={E}"], "`reference`"),
     ("train", ["--reference=mobilenet_v2", "--protocol=final", "--model_dir={E}"], "`protocol`"),
-    ("train", ["--reference=mobilenet_v2", "--init_from_supernet={F}/not_a_run", "--model_dir={E}"],
-     "`init_from_supernet`"),
-    ("train", ["--indices=" + ":".join(["0"] * 73), "--space=proxyless", "--init_from_supernet={F}/not_a_run",
-               "--model_dir={E}"], "`init_from_supernet`"),
+    (
+        "train",
+        ["--reference=mobilenet_v2", "--init_from_supernet={F}/not_a_run", "--model_dir={E}"],
+        "`init_from_supernet`",
+    ),
+    (
+        "train",
+        [
+            "--indices=" + ":".join(["0"] * 73),
+            "--space=proxyless",
+            "--init_from_supernet={F}/not_a_run",
+            "--model_dir={E}",
+        ],
+        "`init_from_supernet`",
+    ),
     ("random_search", ["--tolerance=0", "--model_dir={E}"], "`tolerance`"),
     ("random_search", ["--space=nope", "--model_dir={E}"], "`space`"),
     ("export_tflite", ["--reference=mobilenet_v2", "--quantization=int4", "--output={E}/m.tflite"], "quantization"),
     ("export_tflite", ["--reference=resnet50", "--output={E}/m.tflite"], "`reference`"),
     ("export_tflite", ["--reference=mobilenet_v2", "--output={E}/m.onnx"], "`output`"),
-    ("export_tflite", ["--reference=mobilenet_v2", "--weights={E}/none.weights.h5", "--output={E}/m.tflite"],
-     "`weights`"),
+    (
+        "export_tflite",
+        ["--reference=mobilenet_v2", "--weights={E}/none.weights.h5", "--output={E}/m.tflite"],
+        "`weights`",
+    ),
     ("export_tflite", ["--reference=mobilenet_v2", "--qat_steps=5", "--output={E}/m.tflite"], "`quantization`"),
     ("export_tflite", ["--reference=mobilenet_v2"], "--output"),
     ("benchmark_latency", ["--model={E}/none.tflite"], "`model`"),
@@ -283,7 +297,11 @@ def test_console_is_quiet_by_default(tmp_path):
     environment = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
     completed = subprocess.run(
         [sys.executable, "-c", "import tunas_keras\n" + QUIET_CONSOLE_SCRIPT, str(tmp_path)],
-        capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
     default, verbose, _ = completed.stderr.split("=== end of run\n")

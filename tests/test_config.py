@@ -5,6 +5,7 @@ import json
 import types
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from absl import flags
 
@@ -63,6 +64,27 @@ def test_learning_rate_schedule_warmup_then_cosine():
     assert schedules.scaled_learning_rate(0.165, 4096) == pytest.approx(2.64)
 
 
+def test_reference_rmsprop_starts_its_mean_square_at_ones():
+    """TF1 RMSPropOptimizer: ms <- rho·ms + (1 - rho)·g², ms starting at 1; mom <- m·mom + lr·g / sqrt(ms + eps)."""
+    variable = tf.Variable([0.5, -1.0, 2.0])
+    optimizer = schedules.make_optimizer("rmsprop", 0.165 * 256 / 8, 8, total_steps=10, warmup_fraction=0.0)
+    schedules.create_optimizer_slots(optimizer, [variable])
+    np.testing.assert_array_equal(optimizer.get_slot(variable, "rms").numpy(), np.ones(3))
+    x, ms, mom = variable.numpy().astype(np.float64), np.ones(3), np.zeros(3)
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        gradient = rng.normal(size=3).astype(np.float32)
+        rate = float(optimizer.learning_rate(step))
+        optimizer.apply_gradients([(tf.constant(gradient), variable)])
+        ms = 0.9 * ms + 0.1 * gradient**2
+        mom = 0.9 * mom + rate * gradient / np.sqrt(ms + 1.0)
+        x = x - mom
+    np.testing.assert_allclose(variable.numpy(), x, rtol=1e-5)
+
+
 def test_warmup_probability_decays_over_first_quarter():
     values = [float(schedules.warmup_probability(step, 100)) for step in (0, 10, 25, 60)]
     np.testing.assert_allclose(values, [1.0, 0.6, 0.0, 0.0], atol=1e-6)
+    # int(fraction · total) steps, as the reference: int(0.25 · 10) = 2; none below 4 steps.
+    assert [float(schedules.warmup_probability(step, 10)) for step in (0, 1, 2)] == [1.0, 0.5, 0.0]
+    assert schedules.warmup_steps(3, 0.25) == 0 and float(schedules.warmup_probability(0, 3)) == 0.0

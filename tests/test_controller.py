@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import tunas_keras
 from tunas_keras.cost_models import get_cost_model
-from tunas_keras.masks import is_filter_decision
+from tunas_keras.masks import is_filter_decision, unpad_masks
 from tunas_keras.schema import decision_parents
 from tunas_keras.search import Controller
 
@@ -132,6 +132,66 @@ def test_sample_masks_with_warmup():
             assert mask.numpy()[-1] == 1.0
         else:
             np.testing.assert_allclose(mask, np.full(decision.num_choices, 1 / decision.num_choices))
+
+
+def numpy_warmup_score(space, sample, logits):
+    """The reference's score of a warmup sample: per active decision (by mask weight > 1e-6),
+    log q if replaced, else log(1 - q) + log pi(choice); and the sum of their entropies."""
+    parents = parents_from_paths(space)
+    masks, replaced, probability = sample.masks.numpy(), sample.replaced.numpy(), sample.probability.numpy()
+    log_prob = entropy = 0.0
+    for position, index in enumerate(sample.indices.numpy()):
+        active, parent = True, parents[position]
+        while parent is not None:
+            active = active and masks[parent[0], parent[1]] > 1e-6
+            parent = parents[parent[0]]
+        if not active:
+            continue
+        z = logits[position]
+        log_p = z - np.log(np.exp(z).sum())
+        entropy -= (np.exp(log_p) * log_p).sum()
+        q = probability[position]
+        log_prob += np.log(q) if replaced[position] else np.log(1 - q) + log_p[index]
+    return log_prob, entropy
+
+
+def test_warmup_samples_are_scored_as_the_reference():
+    space = tunas_keras.get_search_space("proxyless_enlarged")
+    controller = Controller(space)
+    rng = np.random.default_rng(3)
+    for logits in controller.logits:
+        logits.assign(rng.normal(size=logits.shape[0]).astype(np.float32))
+    values = [logits.numpy() for logits in controller.logits]
+    plain = controller.sample_with_warmup(tf.constant([4, 2]), 0.0, 0.0)
+    indices, masks = controller.sample_masks(tf.constant([4, 2]), 0.0, 0.0)
+    np.testing.assert_array_equal(plain.indices, indices)
+    assert not np.any(plain.replaced.numpy())
+    assert float(controller.log_prob(plain)) == pytest.approx(float(controller.log_prob(indices)), rel=1e-6)
+    assert float(controller.entropy(plain)) == pytest.approx(float(controller.entropy(indices)), rel=1e-6)
+    replaced_somewhere = False
+    for seed in range(4):
+        sample = controller.sample_with_warmup(tf.constant([seed, 9]), 0.4, 0.3)
+        _, masks = controller.sample_masks(tf.constant([seed, 9]), 0.4, 0.3)
+        for padded, mask in zip(unpad_masks(space, sample.masks), masks):
+            np.testing.assert_array_equal(padded, mask)
+        log_prob, entropy = numpy_warmup_score(space, sample, values)
+        assert float(controller.log_prob(sample)) == pytest.approx(log_prob, rel=1e-5)
+        assert float(controller.entropy(sample)) == pytest.approx(entropy, rel=1e-5)
+        replaced = sample.replaced.numpy()
+        replaced_somewhere |= bool(replaced.any() and not replaced.all())
+        with tf.GradientTape() as tape:
+            score = controller.log_prob(sample)
+        gradients = tape.gradient(score, controller.logits)
+        # A replaced decision's log-probability is the constant log q: no gradient.
+        for position in np.flatnonzero(replaced):
+            assert gradients[position] is None or not np.any(gradients[position].numpy())
+    assert replaced_somewhere
+    # Batched samples score row by row.
+    batch = tf.nest.map_structure(
+        lambda *fields: tf.stack(fields), *[controller.sample_with_warmup(tf.constant([s, 1]), 0.5, 0.5) for s in range(3)]
+    )
+    rows = [float(controller.log_prob(controller.sample_with_warmup(tf.constant([s, 1]), 0.5, 0.5))) for s in range(3)]
+    np.testing.assert_allclose(controller.log_prob(type(plain)(*batch)).numpy(), rows, rtol=1e-5)
 
 
 def test_gradients_only_reach_active_decisions():

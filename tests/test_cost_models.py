@@ -1,5 +1,7 @@
 """Cost models: the Pixel-1 linear model (golden values), MACs / params, files, batching."""
 
+import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -19,7 +21,12 @@ from tunas_keras.cost_models import (
     save_linear_cost_model,
 )
 from tunas_keras.cost_models.sampling import extreme_indices
+from tunas_keras.masks import one_hot_masks, pad_masks, uniform_masks
+from tunas_keras.models.counters import Counts
 from tunas_keras.schema import decision_parents
+
+# The registered cost models that count something `count_network` counts too ("macs", "params").
+COUNT_MODELS = [name for name in sorted(COST_MODELS) if name in {field.name for field in dataclasses.fields(Counts)}]
 
 FEATURE_LENGTHS = {"proxyless": 144, "proxyless_enlarged": 5983, "mobilenet_v3_like": 29068}
 UNIT_TEST_VECTOR = (
@@ -86,7 +93,7 @@ def test_extremes(space):
     assert model.cost(extreme_indices(space)[1]) == pytest.approx(largest, abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["macs", "params"])
+@pytest.mark.parametrize("name", COUNT_MODELS)
 def test_count_models_equal_count_network(space, name):
     model = get_cost_model(name, space)
     batch = [random_indices(space, seed) for seed in range(6)] + [list(extreme_indices(space)[1])]
@@ -127,6 +134,33 @@ def test_batch_cost_inside_tf_function():
     result = costs(tf.constant([line["indices"] for line in golden], tf.int32))
     assert result.dtype == tf.float32 and result.shape == (len(golden),)
     np.testing.assert_allclose(result.numpy(), [line["cost"] for line in golden], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["pixel1", "macs"])
+def test_mask_cost_is_the_expected_cost_under_the_masks(space, name):
+    model = get_cost_model(name, space)
+    samples = [random_indices(space, seed) for seed in range(3)]
+    padded = tf.stack([pad_masks(space, one_hot_masks(space, indices)) for indices in samples])
+    np.testing.assert_allclose(model.mask_cost(padded), model.batch_cost(tf.constant(samples)), rtol=1e-5)
+    # Fractional weights on three decisions (two nested in one skippable layer): the expectation
+    # over their joint choices, enumerated with the scalar cost.
+    parents = decision_parents(space.spec)
+    child = next(position for position, parent in enumerate(parents) if parent is not None)
+    chosen = [child, parents[child][0], next(p for p, c in enumerate(space.num_choices) if c > 1 and p != child)]
+    rng = np.random.default_rng(1)
+    weights = {position: rng.dirichlet(np.ones(space.num_choices[position])) for position in chosen}
+    masks = one_hot_masks(space, samples[0])
+    masks = [tf.constant(weights[p], tf.float32) if p in weights else mask for p, mask in enumerate(masks)]
+    expected = 0.0
+    for combination in itertools.product(*(range(space.num_choices[p]) for p in chosen)):
+        indices = list(samples[0])
+        for position, choice in zip(chosen, combination):
+            indices[position] = choice
+        expected += np.prod([weights[p][c] for p, c in zip(chosen, combination)]) * model.cost(indices)
+    assert float(model.mask_cost(pad_masks(space, masks))) == pytest.approx(expected, rel=1e-5)
+    # Full warmup: finite and between the cheapest and the most expensive architecture.
+    smallest, largest = (model.cost(indices) for indices in extreme_indices(space))
+    assert smallest <= float(model.mask_cost(pad_masks(space, uniform_masks(space)))) <= largest
 
 
 def test_save_and_load_linear_cost_model(tmp_path):

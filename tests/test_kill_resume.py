@@ -85,8 +85,14 @@ def test_toy_run_killed_in_a_checkpoint_save_and_in_the_final_write_ends_as_unin
 # ------------------------------------------------------------------------------ tools/search.py
 
 SEARCH_ARGUMENTS = [
-    "--image_size=32", "--batch_size=8", "--steps=6", "--checkpoint_every=2", "--summary_every=1",
-    "--validation_batch_multiplier=1", "--noop_warmup", "--progress_bar=false",
+    "--image_size=32",
+    "--batch_size=8",
+    "--steps=6",
+    "--checkpoint_every=2",
+    "--summary_every=1",
+    "--validation_batch_multiplier=1",
+    "--noop_warmup",
+    "--progress_bar=false",
 ]
 
 
@@ -96,7 +102,10 @@ def _search(model_dir, kill_at=None) -> subprocess.Popen:
         environment[KILL_AT_ENVIRONMENT] = kill_at
     return subprocess.Popen(
         [sys.executable, str(REPOSITORY / "tools" / "search.py"), *SEARCH_ARGUMENTS, f"--model_dir={model_dir}"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

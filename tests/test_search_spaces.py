@@ -1,12 +1,16 @@
 """The three search spaces: decision counts, cardinalities, order against the golden vectors."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
 import tunas_keras
-from tests.conftest import load_golden_vectors
-from search_spaces import ALIASES
+from search_spaces import ALIASES, reference
+from tests.conftest import SPACE_NAMES, load_golden_vectors
+from tunas_keras import registry
 
 EXPECTED = {
     # name: (decisions, cardinality, reference alias)
@@ -24,8 +28,9 @@ PROXYLESS_MOBILE_ENLARGED = (
 )
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", SPACE_NAMES)
 def test_decision_counts_and_cardinality(name):
+    assert name in EXPECTED, f"pin the decision count and cardinality of the new space {name!r} here"
     decisions, cardinality, alias = EXPECTED[name]
     space = tunas_keras.get_search_space(name)
     assert space.num_decisions == decisions
@@ -46,7 +51,9 @@ def test_exact_cardinalities():
 def test_proxyless_positions_match_the_cost_model_table():
     space = tunas_keras.get_search_space("proxyless")
     tags = [decision.tag for decision in space.decisions]
-    assert tags[:3] == ["filters", "kernel_size", "filters"]
+    # Position 1: the separable conv is a choice among three whole ops (as the reference).
+    assert tags[:3] == ["filters", "op", "filters"]
+    assert [choice.kernel_size for choice in space.decisions[1].choices] == [3, 5, 7]
     for p in (3, 16, 29, 42, 55):
         assert tags[p : p + 3] == ["kernel_size", "expansion", "op"]
         assert space.decisions[p + 2].num_choices == 1
@@ -111,3 +118,37 @@ def test_reference_architecture_errors():
         tunas_keras.reference_architecture("mobilenet_v3_large")
     with pytest.raises(ValueError, match=r"not a point of 'proxyless'"):
         tunas_keras.reference_architecture("mobilenet_v2", space="proxyless")
+
+
+def test_layout_indices_follow_the_space_order_and_check_the_layout():
+    layout = reference.PROXYLESS_LAYOUT_REFERENCES["mobilenet_v2"]
+    space = tunas_keras.get_search_space("proxyless_enlarged")
+    indices = reference.layout_indices(layout, space)
+    resolved = space.resolve(space.architecture(indices))
+    assert [block.filters for block in resolved.blocks] == list(layout.filters)
+    with pytest.raises(ValueError, match="23 op codes; the space has 22 searched layers"):
+        reference.layout_indices(layout._replace(ops=layout.ops + (0,)), space)
+    with pytest.raises(ValueError, match="op codes; the space needs more"):
+        reference.layout_indices(layout._replace(ops=layout.ops[:-1]), space)
+    with pytest.raises(ValueError, match="Op code 6 matches 0 choices"):  # the first layer of a block is not skippable
+        reference.layout_indices(layout._replace(ops=(0, 6) + layout.ops[2:]), space)
+
+
+def test_importing_the_schema_imports_no_search_space():
+    code = "import sys, tunas_keras.schema; assert not any(m.startswith('search_spaces') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_registry_rejects_duplicates_and_malformed_references():
+    space = registry.get_search_space("proxyless")
+    with pytest.raises(ValueError, match="'proxyless' is already registered"):
+        registry.register_search_space(space)
+    with pytest.raises(ValueError, match="'mobilenet_v2' is already registered"):
+        registry.register_reference(registry.get_reference("mobilenet_v2"))
+    with pytest.raises(ValueError, match="exactly one of `indices` and `network`"):
+        registry.Reference("toy")
+    with pytest.raises(ValueError, match="Expected the `spaces` that contain it"):
+        registry.Reference("toy", indices=lambda space: [0] * space.num_decisions)
+    assert registry.search_space_names() == tuple(registry.SEARCH_SPACES)
+    with pytest.raises(ValueError, match=r"`space`. Expected one of .*Received: space=3"):
+        registry.get_search_space(3)

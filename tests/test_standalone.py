@@ -5,11 +5,12 @@ import pytest
 import tf_keras as keras
 
 import tunas_keras
-from search_spaces import REFERENCE_NAMES
-from tests.conftest import random_indices
-from tunas_keras import specs
+from tests.conftest import REFERENCE_NAMES, random_indices
+from tests.harness import check_gradients_reach
+from tunas_keras import registry, specs
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.layers.common import DepthwiseHeNormal
+from tunas_keras.models import standalone
 from tunas_keras.models.standalone import resolve_network
 
 # Pinned with 1001 classes. MobileNetV2 and MobileNetV3-Large equal tf_keras.applications
@@ -28,6 +29,16 @@ def test_reference_models_build_and_give_logits(name):
     logits = model(np.zeros((2, 32, 32, 3), np.float32))
     assert logits.shape == (2, 7)
     assert model.count_params() == tunas_keras.count_network(name, num_classes=7, input_shape=(32, 32, 3)).params
+
+
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
+def test_every_weight_of_a_reference_model_gets_a_gradient(name):
+    model = tunas_keras.build_model(name, num_classes=5, input_shape=(32, 32, 3))
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    # Inference mode: with batch statistics, the beta of a batch norm whose output only feeds
+    # linear convs and further batch norms gets an exactly-zero gradient (the next batch norm
+    # removes any per-channel shift), which is not a disconnected weight.
+    check_gradients_reach(model, images, {"training": False})
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "proxylessnas_mobile", "mnasnet_b1"])
@@ -62,15 +73,27 @@ def test_analytic_macs_equal_keras_walk():
         assert tunas_keras.count_model_macs(model) == tunas_keras.count_network(name, 10, (64, 64, 3)).macs
 
 
-def test_reference_name_and_architecture_build_the_same_network():
-    for name in ("mobilenet_v2", "mnasnet_b1", "proxylessnas_mobile"):
-        by_name = tunas_keras.build_model(name, num_classes=10, input_shape=(32, 32, 3))
-        spaces = ["proxyless_enlarged"] + (["proxyless"] if name == "proxylessnas_mobile" else [])
-        for space in spaces:
-            arch = tunas_keras.reference_architecture(name, space=space)
-            by_arch = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
-            assert [w.shape for w in by_arch.weights] == [w.shape for w in by_name.weights]
-            assert [layer.name for layer in by_arch.layers] == [layer.name for layer in by_name.layers]
+def test_reference_name_and_architecture_are_the_same_network():
+    # Same resolved spec, so `build_model(name)` and `build_model(architecture)` build the same model.
+    points = 0
+    for name in REFERENCE_NAMES:
+        reference = registry.get_reference(name)
+        if reference.indices is None:
+            continue
+        for space in reference.spaces:
+            try:
+                arch = tunas_keras.reference_architecture(name, space=space)
+            except ValueError:
+                continue  # not a point of this space (e.g. MobileNetV2's widths in `proxyless`)
+            assert resolve_network(arch) == resolve_network(name), (name, space)
+            points += 1
+    assert points >= 6  # every genotype reference in at least one space; ProxylessNAS-Mobile in both
+    by_name = tunas_keras.build_model("proxylessnas_mobile", num_classes=10, input_shape=(32, 32, 3))
+    by_arch = tunas_keras.build_model(
+        tunas_keras.reference_architecture("proxylessnas_mobile", space="proxyless_enlarged"), 10, (32, 32, 3)
+    )
+    assert [w.shape for w in by_arch.weights] == [w.shape for w in by_name.weights]
+    assert [layer.name for layer in by_arch.layers] == [layer.name for layer in by_name.layers]
 
 
 def test_random_architecture_of_each_space_builds(space):
@@ -96,7 +119,8 @@ def test_largest_architectures_build_at_224(space):
 def test_endpoints_of_the_backbone():
     backbone = tunas_keras.build_backbone("proxylessnas_mobile", input_shape=(64, 64, 3))
     shapes = {name: tuple(tensor.shape[1:]) for name, tensor in backbone.output.items()}
-    assert shapes == {"stride_4": (16, 16, 32), "stride_8": (8, 8, 40), "stride_16": (4, 4, 96), "stride_32": (2, 2, 320)}
+    expected = {"stride_4": (16, 16, 32), "stride_8": (8, 8, 40), "stride_16": (4, 4, 96), "stride_32": (2, 2, 320)}
+    assert shapes == expected
     v3 = tunas_keras.build_backbone("mobilenet_v3_large", input_shape=(64, 64, 3))
     assert {name: tensor.shape[-1] for name, tensor in v3.output.items()} == {
         "stride_4": 24, "stride_8": 40, "stride_16": 112, "stride_32": 160
@@ -160,3 +184,39 @@ def test_parameter_counts_equal_keras_applications():
     # no parameters either way), so the counts agree exactly.
     assert reference_v3.count_params() == 5_508_713 == tunas_keras.count_network("mobilenet_v3_large").params
     assert abs(tunas_keras.count_model_macs(reference_v2) / tunas_keras.count_network("mobilenet_v2").macs - 1) < 0.01
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("input_shape", (32, 32)),
+        ("input_shape", (32, 0, 3)),
+        ("input_shape", (32, 32.0, 3)),
+        ("input_shape", 32),
+        ("num_classes", 0),
+        ("num_classes", True),
+        ("num_classes", 2.0),
+        ("dropout_rate", 1.0),
+        ("dropout_rate", -0.1),
+        ("dropout_rate", "0.1"),
+    ],
+)
+def test_builder_arguments_are_checked(argument, value):
+    with pytest.raises(ValueError, match=rf"Invalid value for argument `{argument}`. Expected .* Received: "):
+        tunas_keras.build_model("mobilenet_v2", **{"input_shape": (32, 32, 3), argument: value})
+
+
+def test_squeeze_excite_width_is_the_mobilenet_v3_formula():
+    # MobileNetV3-Large's SE widths: a quarter of the expanded width, rounded to 8 (never 10 % down).
+    assert [specs.squeeze_excite_filters(inner) for inner in (72, 120, 480, 672, 960)] == [24, 32, 120, 168, 240]
+
+
+def test_kernel_weights_are_the_conv_depthwise_and_dense_kernels():
+    model = tunas_keras.build_model("mobilenet_v3_large", num_classes=5, input_shape=(32, 32, 3))
+    kinds = {}
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            kinds[type(layer)] = kinds.get(type(layer), 0) + 1
+    kernels = standalone.kernel_weights(model)
+    assert len(kernels) == sum(kinds.values())  # one kernel per conv, depthwise and dense layer
+    assert all(variable.trainable and "bias" not in variable.name for variable in kernels)

@@ -36,7 +36,7 @@ class _LinearTask(Task):
 
         return make
 
-    def replica_step(self, inputs, step):
+    def replica_step(self, inputs, step, phase=None):
         x, y = inputs
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(self.weight * x - y))

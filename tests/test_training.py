@@ -4,10 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
+import tf_keras as keras
 
 from tunas_keras.export.sources import resolve_architecture
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.standalone_task import default_dropout_rate
+from tunas_keras.training.standalone_task import StandaloneTask, default_dropout_rate
 from tunas_keras.training.train import run_training
 
 
@@ -41,6 +43,24 @@ def test_protocol_test_uses_all_training_data_and_test_split(tmp_path):
         _config(tmp_path, steps=2, protocol="test", reference="mnasnet_b1", weight_ema=0.9, optimizer="rmsprop")
     )
     assert result["eval_split"] == "test"
+
+
+def test_standalone_regularisation_is_half_weight_decay_over_non_classifier_kernels(tmp_path):
+    task = StandaloneTask(_config(tmp_path, weight_decay=0.03, batch_size=8))
+    strategy = tf.distribute.get_strategy()
+    task.build(strategy)
+    squares = 0.0
+    for layer in task.model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            squares += float(np.sum(layer.depthwise_kernel.numpy().astype(np.float64) ** 2))
+        elif isinstance(layer, keras.layers.Conv2D):
+            squares += float(np.sum(layer.kernel.numpy().astype(np.float64) ** 2))
+    assert isinstance(task.model.get_layer("classifier"), keras.layers.Dense)  # excluded
+    step = tf.Variable(0, dtype=tf.int64)
+    inputs = next(iter(task.dataset_fn(0)(tf.distribute.InputContext())))
+    result = tf.function(lambda inputs: strategy.run(task.replica_step, args=(inputs, step)))(inputs)
+    assert float(result["regularization_loss"]) == pytest.approx(0.03 / 2 * squares, rel=1e-5)
+    assert float(result["loss"]) == pytest.approx(float(result["cross_entropy"] + result["regularization_loss"]), rel=1e-6)
 
 
 def test_dropout_defaults():

@@ -31,7 +31,9 @@ flags.DEFINE_integer("runs", 50, "Timed runs.", lower_bound=1)
 flags.DEFINE_boolean("use_xnnpack", True, "Use the XNNPACK delegate (LiteRT's default on CPU).")
 flags.DEFINE_string("json_output", None, "Write the full result (with provenance) as JSON here.")
 adb.define_adb_flags(flags, module_name=sys.argv[0])
-flags.DEFINE_boolean("compare_keras_mobilenet_v2", False, "Time our mobilenet_v2 against keras.applications.MobileNetV2.")
+flags.DEFINE_boolean(
+    "compare_keras_mobilenet_v2", False, "Time our mobilenet_v2 against keras.applications.MobileNetV2."
+)
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts of --compare_keras_mobilenet_v2.")
 flags.DEFINE_integer("rounds", 20, "Interleaved rounds of --compare_keras_mobilenet_v2.", lower_bound=1)
 flags.DEFINE_integer("runs_per_round", 5, "Runs per model per round of --compare_keras_mobilenet_v2.", lower_bound=1)
@@ -111,7 +113,8 @@ def main(argv):
             _print_comparison(result)
         elif FLAGS.adb:
             result = adb.run_adb_benchmark(
-                _model_path(workdir, architecture), num_threads=FLAGS.num_threads, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs,
+                _model_path(workdir, architecture), num_threads=FLAGS.num_threads, warmup_runs=FLAGS.warmup_runs,
+                runs=FLAGS.runs,
                 use_xnnpack=FLAGS.use_xnnpack, **adb.adb_options(FLAGS),
             )
             _print_result(result)

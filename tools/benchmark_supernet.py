@@ -4,13 +4,16 @@ Prints, measured in ONE run on whatever device is present:
 - (`--measure=search`) throughput of whole search steps (sample, weight step on the training
   batch, validation pass on a 4× batch, REINFORCE step: the real `SearchTask` step inside
   `strategy.run`, after warmup) ÷ standalone training throughput of the largest child, in
-  training images per second, on the embedded data;
+  training images per second, on the embedded data; one search step per value of
+  `--architectures_per_step` (K micro-batches of batch / K images, each its own architecture),
+  all timed side by side;
 - supernet step (one-hot masks of the largest child) ÷ standalone step of the largest child;
 - supernet step (one-hot masks of a sampled child) ÷ standalone step of that child;
 - peak memory of a supernet step under full op + filter warmup ÷ a one-hot step (largest child).
 
 All steps: same batch, resolution, RMSProp (decay 0.9, momentum 0.9, ε 1.0), cross-entropy +
-4e-5 · L2. Timings are medians over `--steps` steps, the models run in alternation so that a
+4e-5 / 2 · L2 of the non-classifier kernels (the reference's penalty). Timings are medians over
+`--steps` steps, the models run in alternation so that a
 noisy shared machine affects them alike. Peak memory: on a GPU `tf.config.experimental
 .get_memory_info` (peak, after `reset_memory_stats`); on CPU (which has no allocator stats) the
 peak RSS growth during one step, sampled by a thread every ~0.2 ms, each variant in a fresh
@@ -18,6 +21,7 @@ subprocess whose step was already traced and run once, with MALLOC_MMAP_THRESHOL
 that freed tensor buffers leave the RSS (a proxy: it also counts temporaries and allocator slack).
 
     python tools/benchmark_supernet.py --space=proxyless --batch_size=16 --image_size=128 --steps=10
+    python tools/benchmark_supernet.py --measure=search --architectures_per_step=1,8 --batch_size=32
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ flags.DEFINE_boolean(
     "deterministic", False, "Time with --deterministic's settings (one inter-op thread; op determinism on GPUs)."
 )
 MEASUREMENTS = ("speed", "memory", "search")
+flags.DEFINE_list("architectures_per_step", ["1"], "--measure=search: architectures per search step (K), each timed.")
 flags.DEFINE_list(
     "measure", ["speed", "memory"], "What to measure: speed, memory, search (whole search steps vs the largest child)."
 )
 
-L2_COEFFICIENT = 4e-5
+L2_COEFFICIENT = 4e-5 / 2  # the reference's l2(weight_decay / 2)
 
 
 def _optimizer():
@@ -82,15 +87,16 @@ def supernet_step_fn(supernet):
 
 
 def standalone_step_fn(model):
+    from tunas_keras.training.standalone_task import kernel_l2  # pylint: disable=import-outside-toplevel
+
     optimizer = _optimizer()
-    kernels = [weight for weight in model.trainable_weights if "kernel" in weight.name]
 
     @tf.function
     def step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            loss += L2_COEFFICIENT * tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
+            loss += L2_COEFFICIENT * kernel_l2(model)
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
@@ -142,34 +148,40 @@ def benchmark_speed() -> dict:
     return times
 
 
-def benchmark_search() -> dict:
-    """Training images/s of the real search step (after warmup) and of the largest child's step."""
+def _search_step(count: int, strategy):
+    """The real search step (past warmup and the RL delay) with `count` architectures per step."""
     from tunas_keras.training.config import SearchConfig  # pylint: disable=import-outside-toplevel
     from tunas_keras.training.search_task import SearchTask  # pylint: disable=import-outside-toplevel
-    from tunas_keras.training.trainer import Trainer, create_strategy  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
     config = SearchConfig(
         space=FLAGS.space, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size, steps=100 * FLAGS.steps,
-        optimizer="rmsprop", model_dir="unused", progress_bar=False,
+        optimizer="rmsprop", model_dir="unused", progress_bar=False, architectures_per_step=count,
     )
     task = SearchTask(config)
-    strategy = create_strategy("auto")
     with strategy.scope():
         task.build(strategy)
         # Past op / filter warmup and the RL delay: the steady state of a search.
         step = tf.Variable(task.total_steps // 2, dtype=tf.int64, trainable=False)
     search_step = Trainer(task, config.model_dir, {}, strategy=strategy)._make_step_function(step)
     iterator = iter(strategy.distribute_datasets_from_function(task.dataset_fn(0)))
+    return task, lambda: search_step(next(iterator))["loss"]
+
+
+def benchmark_search() -> dict:
+    """Training images/s of the real search step (each K, after warmup) and of the largest child's step."""
+    from tunas_keras.training.trainer import create_strategy  # pylint: disable=import-outside-toplevel
+
+    strategy = create_strategy("auto")
+    runs = {}
+    for count in (int(value) for value in FLAGS.architectures_per_step):
+        task, runs[f"search_step_k{count}"] = _search_step(count, strategy)
     images, labels = next(iter(task.data.make("train", FLAGS.batch_size, training=True)))
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
     largest = task.space.architecture(extreme_indices(task.space)[1])
     largest_step = standalone_step_fn(tunas_keras.build_model(largest, task.data.num_classes, shape))
-    times = _time_alternating(
-        {
-            "search_step": lambda: search_step(next(iterator))["loss"],
-            "standalone_largest": lambda: largest_step(images, labels),
-        }
-    )
+    runs["standalone_largest"] = lambda: largest_step(images, labels)
+    times = _time_alternating(runs)
     return {name: FLAGS.batch_size / seconds for name, seconds in times.items()}
 
 
@@ -267,8 +279,9 @@ def _measure() -> None:
         throughput = benchmark_search()
         for name, value in throughput.items():
             print(f"  {name}: {value:.1f} training images/s")
-        ratio = throughput["search_step"] / throughput["standalone_largest"]
-        print(f"search/standalone throughput (largest child): {ratio:.3f}")
+        for name, value in throughput.items():
+            if name.startswith("search_step"):
+                print(f"{name}/standalone throughput (largest child): {value / throughput['standalone_largest']:.3f}")
     if "memory" not in FLAGS.measure:
         return
     one_hot, warmup = _run_probe("one_hot"), _run_probe("warmup")

@@ -22,6 +22,7 @@ from absl import flags
 from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
 from tunas_keras.training import search as search_lib
+from tunas_keras.training.trainer import create_strategy, is_chief
 
 config_lib.define_flags_for(config_lib.SearchConfig, flags)
 FLAGS = flags.FLAGS
@@ -31,15 +32,21 @@ def main(argv):
     del argv
     with errors.user_input():
         config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
+    # Validates the whole config and sets the thread count; neither initialises TensorFlow, so
+    # multi-worker and TPU strategies can still be created next (they must exist before it is).
     task = search_lib.prepare_search(config)
+    strategy = create_strategy(config.strategy)
     print(f"TuNAS search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
     print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
     try:
-        result = search_lib.run_search(config, task=task)
+        result = search_lib.run_search(config, strategy=strategy, task=task)
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
     architecture_path = os.path.join(config.model_dir, "architecture.json")
+    if not is_chief(strategy):
+        print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
+        return 0
     print()
     print(f"Final architecture ({result['space']}): {':'.join(map(str, result['indices']))}")
     print(

@@ -10,15 +10,19 @@ quality Q(α) — the validation accuracy of the shared weights in a real search
 MACs(α) is the exact MAC count at 224×224 (the tabulated `macs` cost model, equal to
 `tunas_keras.count_network`). So bigger networks are better with diminishing returns (concave
 in MACs), and the noise stands in for the variance of a validation batch. Each step draws
-`--batch_size` architectures (as one per replica in the reference search), scores them, and
-makes one REINFORCE step with the RL learning rate `rl_learning_rate` (0 for the first 25 % of
-steps, then base × 10^(step / steps); `--schedule constant` keeps base after the delay).
+`--batch_size` architectures (K samples per step, as one per replica in the reference search, or
+`--architectures_per_step` in ours), scores them, and makes one REINFORCE step (cross-sample
+Adam) with the RL learning rate `rl_learning_rate` (0 for the first int(0.25 · steps) steps, then
+base × 10^progress, ×1 at the delay to ×10 at the end; `--schedule constant` keeps base after
+the delay). Several `--batch_size` values run one after the other.
 
 Printed per run: mean Pixel-1 cost of the samples of the last 10 % of steps, cost of the most
-likely architecture (argmax of every decision) and |cost / T0 − 1| of the latter.
+likely architecture (argmax of every decision), |cost / T0 − 1| of the latter and the gap
+mean sampled − most likely.
 
-    python tools/simulate_controller.py                       # default sweep, about a minute
+    python tools/simulate_controller.py                       # default sweep, a few minutes
     python tools/simulate_controller.py --spaces proxyless --rewards abs --betas=-0.1 --steps 500
+    python tools/simulate_controller.py --rewards abs --schedules exponential --batch_size 1,8,32
 
 References: Bender et al., CVPR 2020, §4.2 (absolute reward, RL learning-rate schedule),
 Finding 5 (the MnasNet reward needs a β sweep).
@@ -46,11 +50,12 @@ flags.DEFINE_list("betas", ["-0.1"], "β values for the `abs` and `mnas_hard` re
 flags.DEFINE_list("mnas_betas", ["-0.03", "-0.05", "-0.07", "-0.1", "-0.15"], "β sweep for the `mnas` reward.")
 flags.DEFINE_list("schedules", list(SCHEDULES), "RL learning-rate schedules ('constant' runs abs only).")
 flags.DEFINE_integer("steps", 500, "Controller steps per run.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Architectures sampled per step.", lower_bound=1)
+flags.DEFINE_list("batch_size", ["64"], "Architectures sampled per step (K); several values run each.")
 flags.DEFINE_float("base_learning_rate", 0.05, "Base RL learning rate.", lower_bound=0.0)
 flags.DEFINE_float("quality_slope", 0.05, "Slope of Q(α) in ln(MACs).")
 flags.DEFINE_float("noise", 0.01, "Standard deviation of the quality noise.", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_list("seeds", [], "Several seeds: each run is repeated and the means are printed (overrides --seed).")
 
 QUALITY_OFFSET = 0.75
 REFERENCE_MACS_MILLIONS = 300.0
@@ -114,11 +119,7 @@ class Simulator:
 
     def reset(self):
         """Back to the initial state: uniform policy, empty baseline, fresh optimizer."""
-        reinforce = self.reinforce
-        state = [*self.controller.trainable_variables, *reinforce.optimizer.variables]
-        state += [reinforce.average, reinforce.average_weight, reinforce.learning_rate]
-        for variable in state:
-            variable.assign(tf.zeros_like(variable))
+        self.reinforce.reset()
 
     def run(self, reward: Reward, base_learning_rate: float, exponential: bool, seed: int) -> dict:
         """One simulated search; returns the numbers of the table."""
@@ -145,13 +146,15 @@ class Simulator:
 
 
 def run_configurations():
-    """(space, reward name, β, schedule) of the requested sweep."""
-    for space_name, schedule, reward_name in itertools.product(FLAGS.spaces, FLAGS.schedules, FLAGS.rewards):
+    """(space, K, reward name, β, schedule) of the requested sweep."""
+    sizes = [int(size) for size in FLAGS.batch_size]
+    combinations = itertools.product(FLAGS.spaces, sizes, FLAGS.schedules, FLAGS.rewards)
+    for space_name, size, schedule, reward_name in combinations:
         if schedule == "constant" and reward_name != "abs":
             continue
         betas = FLAGS.mnas_betas if reward_name == "mnas" else FLAGS.betas
         for beta in betas:
-            yield space_name, reward_name, float(beta), schedule
+            yield space_name, size, reward_name, float(beta), schedule
 
 
 def _validate() -> None:
@@ -164,6 +167,7 @@ def _validate() -> None:
             raise ValueError(
                 f"Invalid value for argument `{argument}`. Expected a list of {list(allowed)}. Received: {unknown}"
             )
+    cli.numbers(FLAGS.batch_size, "batch_size", minimum=1)
     for argument in ("betas", "mnas_betas"):
         for beta in cli.numbers(FLAGS[argument].value, argument, kind=float):
             if not beta < 0:
@@ -177,26 +181,36 @@ def main(argv):
     with errors.user_input():
         _validate()
     header = (
-        f"{'space':20s} {'reward':10s} {'beta':>6s} {'schedule':12s} {'mean sampled':>12s} "
-        f"{'most likely':>11s} {'|c/T0-1|':>8s} {'MACs(M)':>8s} {'entropy':>7s} {'time(s)':>7s}"
+        f"{'space':20s} {'K':>3s} {'reward':10s} {'beta':>6s} {'schedule':12s} {'mean sampled':>12s} "
+        f"{'most likely':>11s} {'|c/T0-1|':>8s} {'gap':>6s} {'MACs(M)':>8s} {'entropy':>7s} {'time(s)':>7s}"
     )
-    print(f"steps={FLAGS.steps} batch={FLAGS.batch_size} base_lr={FLAGS.base_learning_rate} "
+    seeds = [int(seed) for seed in FLAGS.seeds] if FLAGS.seeds else [FLAGS.seed]
+    print(f"steps={FLAGS.steps} K={','.join(FLAGS.batch_size)} base_lr={FLAGS.base_learning_rate} "
           f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
-          f"+ N(0, {FLAGS.noise}^2)")
+          f"+ N(0, {FLAGS.noise}^2); seeds {seeds}" + (" (means; |c/T0-1| as mean ± std)" if len(seeds) > 1 else ""))
     print(header)
     print("-" * len(header))
     simulators = {}
-    for space_name, reward_name, beta, schedule in run_configurations():
+    for space_name, size, reward_name, beta, schedule in run_configurations():
         space = tunas_keras.get_search_space(space_name)
-        if space_name not in simulators:
-            simulators[space_name] = Simulator(space, FLAGS.steps, FLAGS.batch_size, FLAGS.quality_slope, FLAGS.noise)
+        if (space_name, size) not in simulators:
+            simulators[space_name, size] = Simulator(space, FLAGS.steps, size, FLAGS.quality_slope, FLAGS.noise)
         reward = Reward(reward_name, target=space.target_latency, beta=beta)
         start = time.time()
-        result = simulators[space_name].run(reward, FLAGS.base_learning_rate, schedule == "exponential", FLAGS.seed)
+        runs = [
+            simulators[space_name, size].run(reward, FLAGS.base_learning_rate, schedule == "exponential", seed)
+            for seed in seeds
+        ]
+        mean = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
+        gap = float(np.mean([run["mean_sampled_cost"] - run["most_likely_cost"] for run in runs]))
+        error = f"{mean['relative_error']:8.2%}"
+        if len(seeds) > 1:
+            error += f" ± {float(np.std([run['relative_error'] for run in runs])):6.2%}"
         print(
-            f"{space_name:20s} {reward_name:10s} {beta:6.2f} {schedule:12s} {result['mean_sampled_cost']:12.2f} "
-            f"{result['most_likely_cost']:11.2f} {result['relative_error']:8.2%} {result['most_likely_macs']:8.1f} "
-            f"{result['entropy']:7.2f} {time.time() - start:7.1f}",
+            f"{space_name:20s} {size:3d} {reward_name:10s} {beta:6.2f} {schedule:12s} "
+            f"{mean['mean_sampled_cost']:12.2f} "
+            f"{mean['most_likely_cost']:11.2f} {error} {gap:6.2f} "
+            f"{mean['most_likely_macs']:8.1f} {mean['entropy']:7.2f} {time.time() - start:7.1f}",
             flush=True,
         )
 

@@ -17,26 +17,10 @@ from tunas_keras.cost_models import estimate_cost, get_cost_model
 from tunas_keras.models.counters import Counts, count_model_macs, count_network
 from tunas_keras.models.standalone import build_backbone, build_model
 from tunas_keras.models.supernet import Supernet, build_supernet
+from tunas_keras.registry import get_search_space, reference_architecture
 from tunas_keras.schema import Architecture, OneOf, SearchSpace
 
 __version__ = "0.1.0"
-
-
-# The search spaces live in the top-level `search_spaces` package, which imports this package;
-# these wrappers import it on first use so that either package can be imported first.
-def get_search_space(name) -> SearchSpace:
-    """Returns a search space by name: "proxyless", "proxyless_enlarged", "mobilenet_v3_like"."""
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
-    return search_spaces.get_search_space(name)
-
-
-def reference_architecture(name: str, space=None) -> Architecture:
-    """A reference model (e.g. "proxylessnas_mobile") as a point of a search space."""
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
-    return search_spaces.reference_architecture(name, space=space)
-
 
 __all__ = [
     "Architecture",

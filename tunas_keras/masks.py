@@ -89,6 +89,17 @@ class WarmupDropout(tf.Module):
           filter_probability: scalar in [0, 1].
           seed: int32 tensor of shape [2] for the stateless draws.
         """
+        return self.replace(masks, op_probability, filter_probability, seed)[0]
+
+    def replace(self, masks: Sequence[tf.Tensor], op_probability, filter_probability, seed) -> tuple:
+        """As `__call__`, also returning which decisions were replaced and with what probability.
+
+        Returns:
+          `(masks, replaced, probability)`: the list of masks, bool `[num_decisions]` (drawn
+          for replacement, even where the replacement equals the original mask) and float32
+          `[num_decisions]` (each decision's replacement probability). The controller scores
+          a warmup sample with them, as the reference does (`Controller.log_prob`).
+        """
         if len(masks) != self.space.num_decisions:
             raise ValueError(
                 f"Invalid value for argument `masks`. Expected {self.space.num_decisions} masks. Received: {len(masks)}"
@@ -96,9 +107,22 @@ class WarmupDropout(tf.Module):
         draws = tf.random.stateless_uniform([len(masks)], seed=seed)
         op_probability = tf.cast(op_probability, tf.float32)
         filter_probability = tf.cast(filter_probability, tf.float32)
-        result = []
-        for position, mask in enumerate(masks):
-            probability = filter_probability if self._is_filter[position] else op_probability
-            replace = draws[position] < probability
-            result.append(tf.where(replace, self._warm[position], tf.cast(mask, tf.float32)))
-        return result
+        probability = tf.stack([filter_probability if is_filter else op_probability for is_filter in self._is_filter])
+        replaced = draws < probability
+        result = [
+            tf.where(replaced[position], self._warm[position], tf.cast(mask, tf.float32))
+            for position, mask in enumerate(masks)
+        ]
+        return result, replaced, probability
+
+
+def pad_masks(space: SearchSpace, masks: Sequence[tf.Tensor]) -> tf.Tensor:
+    """The list of per-decision masks as one float32 `[num_decisions, max_choices]` (zero-padded)."""
+    width = max(space.num_choices)
+    padded = [tf.pad(tf.cast(mask, tf.float32), [[0, width - count]]) for mask, count in zip(masks, space.num_choices)]
+    return tf.stack(padded)
+
+
+def unpad_masks(space: SearchSpace, padded: tf.Tensor) -> list:
+    """Inverse of `pad_masks`: `[num_decisions, max_choices]` -> list of `[num_choices]` masks."""
+    return [padded[position, :count] for position, count in enumerate(space.num_choices)]

@@ -3,7 +3,9 @@
 A search space is a tree of immutable specs (frozen dataclasses, tuples and plain values) in
 which some values are replaced by `OneOf(choices, tag)`. Every consumer that needs the order of
 the decisions (parsing `indices`, the controller, the cost models, the supernet masks) uses the
-one traversal defined here, so that the order cannot drift between them.
+one traversal defined here, `traverse` (or `iter_decisions`, built on it), so that the order
+cannot drift between them. A node of any other type (a list, a dict, ...) is an error, never a
+silent leaf.
 
 Decision order (it matches the reference TuNAS implementation, so `indices` strings and the
 Pixel-1 cost model line up): depth-first; dataclass fields in declaration order; tuple items in
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
+
+from tunas_keras import registry
 
 ARCHITECTURE_FORMAT_VERSION = 1
 
@@ -77,24 +81,100 @@ class Decision(NamedTuple):
         return "/".join(str(part) for part in self.path) + "/" + self.one_of.tag
 
 
-def _children(spec: Any) -> Iterator[tuple[Any, Any]]:
-    """Yields (path component, child) for the structural children of `spec`."""
-    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
-        for field in dataclasses.fields(spec):
-            yield field.name, getattr(spec, field.name)
-    elif isinstance(spec, (tuple, list)):
-        yield from enumerate(spec)
+# Plain values that end a branch of a spec tree (the values a spec field or a choice may hold).
+LEAF_TYPES = (bool, int, float, str, type(None))
 
 
-def iter_decisions(spec: Any, path: tuple = ()) -> Iterator[Decision]:
-    """Yields every decision of `spec` in the reference order (children before the parent)."""
+def children(node: Any, path: tuple = ()) -> tuple[tuple[Any, Any], ...]:
+    """The structural children of a spec node, as `(path component, child)` pairs in traversal order.
+
+    Nodes are dataclass instances (fields in declaration order, keyed by field name) and tuples,
+    named tuples included (items in order, keyed by index); plain values (`LEAF_TYPES`) have no
+    children. A `OneOf` is not handled here: `traverse` walks its choices.
+
+    Args:
+      node: a node of a spec tree.
+      path: where `node` sits (only used in the error message).
+
+    Raises:
+      ValueError: `node` is of any other type (a list, dict, class, NumPy value, ...): spec trees
+        are immutable, and silently treating an unknown object as a leaf would drop its decisions.
+    """
+    if isinstance(node, LEAF_TYPES):
+        return ()
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return tuple((field.name, getattr(node, field.name)) for field in dataclasses.fields(node))
+    if isinstance(node, tuple):
+        return tuple(enumerate(node))
+    location = "/".join(str(part) for part in path) or "<root>"
+    raise ValueError(
+        f"Invalid search space spec at {location!r}. Expected a OneOf, a dataclass instance, a tuple or a plain "
+        f"value ({', '.join(kind.__name__ for kind in LEAF_TYPES)}). Received: {type(node).__name__} {node!r:.80}"
+    )
+
+
+def rebuild(node: Any, values: Sequence[Any]) -> Any:
+    """`node` with its children (as listed by `children`) replaced by `values`.
+
+    Returns `node` itself when nothing changed, so subtrees without decisions are shared.
+    """
+    original = children(node)
+    if all(value is child for value, (_, child) in zip(values, original)):
+        return node
+    if isinstance(node, tuple):
+        return type(node)._make(values) if hasattr(node, "_fields") else tuple(values)
+    return dataclasses.replace(node, **{name: value for (name, _), value in zip(original, values)})
+
+
+def traverse(
+    spec: Any,
+    on_one_of: Callable[[tuple, OneOf, list], Any],
+    on_node: Optional[Callable[[tuple, Any, list], Any]] = None,
+    path: tuple = (),
+) -> Any:
+    """The one traversal of a spec tree (the decision order of the module docstring).
+
+    Post-order and depth-first: every child is folded before its parent, dataclass fields in
+    declaration order, tuple items in order, and a `OneOf`'s choices (first choice first) before
+    the `OneOf`. So `on_one_of` is called once per decision, in decision order: a consumer may
+    number the decisions by counting its calls.
+
+    Args:
+      spec: the spec tree.
+      on_one_of: `(path, one_of, folded_choices) -> value` for each `OneOf`.
+      on_node: `(path, node, folded_children) -> value` for each other node (`folded_children`
+        is empty for a plain value). The default (None) rebuilds the node from the folded
+        children (`rebuild`), which makes `traverse` a map over the decisions.
+      path: the path of `spec` (field names, tuple indices and `"{tag}={choice index}"` for the
+        options of a `OneOf`); `Decision.path` is this path.
+
+    Returns:
+      The folded value of `spec`.
+
+    Raises:
+      ValueError: a node of an unknown type (see `children`).
+    """
     if isinstance(spec, OneOf):
-        for index, choice in enumerate(spec.choices):
-            yield from iter_decisions(choice, path + (f"{spec.tag}={index}",))
-        yield Decision(path, spec)
-        return
-    for key, child in _children(spec):
-        yield from iter_decisions(child, path + (key,))
+        folded = [
+            traverse(choice, on_one_of, on_node, path + (f"{spec.tag}={index}",))
+            for index, choice in enumerate(spec.choices)
+        ]
+        return on_one_of(path, spec, folded)
+    folded = [traverse(child, on_one_of, on_node, path + (key,)) for key, child in children(spec, path)]
+    return rebuild(spec, folded) if on_node is None else on_node(path, spec, folded)
+
+
+def iter_decisions(spec: Any) -> Iterator[Decision]:
+    """Every decision of `spec` in decision order (children before the parent)."""
+    decisions: list[Decision] = []
+
+    def record(path: tuple, one_of: OneOf, folded: list) -> OneOf:
+        del folded
+        decisions.append(Decision(path, one_of))
+        return one_of
+
+    traverse(spec, record, on_node=lambda path, node, values: None)
+    return iter(decisions)
 
 
 def assign(spec: Any, indices: Sequence[int]) -> Any:
@@ -107,26 +187,24 @@ def assign(spec: Any, indices: Sequence[int]) -> Any:
 
     Returns:
       The resolved spec tree (no `OneOf` left).
+
+    Raises:
+      ValueError: fewer or more indices than decisions.
     """
     iterator = iter(indices)
-    resolved = _assign(spec, iterator)
+
+    def choose(path: tuple, one_of: OneOf, resolved_choices: list) -> Any:
+        # Every option was resolved first, so nested decisions consumed their indices in order.
+        index = next(iterator, None)
+        if index is None:
+            raise ValueError(f"Invalid value for argument `indices`: too few indices (none left for {path!r}).")
+        return resolved_choices[index]
+
+    resolved = traverse(spec, choose)
     leftover = sum(1 for _ in iterator)
     if leftover:
         raise ValueError(f"Invalid value for argument `indices`: {leftover} more indices than decisions.")
     return resolved
-
-
-def _assign(spec: Any, iterator: Iterator[int]) -> Any:
-    if isinstance(spec, OneOf):
-        # Resolve every option first so the nested decisions consume their indices in order.
-        resolved_choices = [_assign(choice, iterator) for choice in spec.choices]
-        return resolved_choices[next(iterator)]
-    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
-        changes = {field.name: _assign(getattr(spec, field.name), iterator) for field in dataclasses.fields(spec)}
-        return dataclasses.replace(spec, **changes)
-    if isinstance(spec, tuple):
-        return tuple(_assign(item, iterator) for item in spec)
-    return spec
 
 
 def contains_one_of(spec: Any) -> bool:
@@ -268,9 +346,7 @@ class Architecture:
         if missing:
             raise ValueError(f"Invalid architecture JSON. Expected keys 'space' and 'indices'. Missing: {missing}")
         # Validate against the space so that a stale file fails here, not deep in a model build.
-        from search_spaces import get_search_space  # pylint: disable=import-outside-toplevel
-
-        return get_search_space(data["space"]).architecture(data["indices"])
+        return registry.get_search_space(data["space"]).architecture(data["indices"])
 
     @classmethod
     def from_json(cls, text: str) -> "Architecture":
@@ -298,23 +374,16 @@ def decision_parents(spec: Any) -> tuple:
     """
     parents: list = []
 
-    def visit(node: Any) -> None:
-        if isinstance(node, OneOf):
-            spans = []
-            for choice in node.choices:
-                start = len(parents)
-                visit(choice)
-                spans.append((start, len(parents)))
-            position = len(parents)
-            parents.append(None)
-            for choice_index, (start, stop) in enumerate(spans):
-                for child in range(start, stop):
-                    # Deeper decisions already got their own (nearer) parent.
-                    if parents[child] is None:
-                        parents[child] = (position, choice_index)
-            return
-        for _, child in _children(node):
-            visit(child)
+    def nest(path: tuple, one_of: OneOf, inner: list) -> list:
+        # `inner[c]`: the positions of the decisions inside option `c` (already numbered).
+        position = len(parents)
+        parents.append(None)
+        for choice_index, positions in enumerate(inner):
+            for child in positions:
+                # Deeper decisions already got their own (nearer) parent.
+                if parents[child] is None:
+                    parents[child] = (position, choice_index)
+        return [child for positions in inner for child in positions] + [position]
 
-    visit(spec)
+    traverse(spec, nest, on_node=lambda path, node, values: [child for positions in values for child in positions])
     return tuple(parents)

@@ -35,10 +35,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+SQUEEZE_EXCITE_RATIO = 0.25
+
+
+def squeeze_excite_filters(inner_filters: int) -> int:
+    """Hidden width of a squeeze-and-excite module on `inner_filters` channels (MobileNetV3)."""
+    return make_divisible(inner_filters * SQUEEZE_EXCITE_RATIO)
+
+
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(
-            f"Invalid value for argument `activation`. Expected one of {ACTIVATIONS}. Received: activation={activation!r}"
+            f"Invalid value for argument `activation`. Expected one of {ACTIVATIONS}. "
+            f"Received: activation={activation!r}"
         )
 
 
@@ -77,7 +86,7 @@ class Bottleneck:
       kernel_size: depthwise kernel size.
       expansion: inner width as a multiple of the layer's *input* width (rounded to 8).
       squeeze_excite: whether to add a squeeze-and-excite module (hidden width
-        `make_divisible(inner * 0.25)`, ReLU inside, sigmoid gate).
+        `squeeze_excite_filters(inner)`, ReLU inside, sigmoid gate).
       strides: depthwise stride.
       activation: one of `ACTIVATIONS`.
       expanded_filters: absolute inner width; overrides `expansion` (MobileNetV3-Large's sizes

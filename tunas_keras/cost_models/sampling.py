@@ -14,6 +14,7 @@ import numpy as np
 
 from tunas_keras import specs
 from tunas_keras.cost_models.base import CostModel
+from tunas_keras.cost_models.lookup import get_cost_model
 from tunas_keras.schema import SearchSpace
 
 DRAW_BATCH = 4096
@@ -63,8 +64,6 @@ def sample_architectures(
     Returns:
       A list of `Architecture.to_dict()` dicts with an added `"cost"` (float64).
     """
-    from tunas_keras.cost_models import get_cost_model  # pylint: disable=import-outside-toplevel
-
     model = get_cost_model(cost_model, space)
     if num_samples < 0:
         raise ValueError(

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tunas_keras.cost_models.base import CostModel
-from tunas_keras.schema import Architecture, OneOf, SearchSpace, _children
+from tunas_keras.schema import Architecture, OneOf, SearchSpace, traverse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,21 +63,26 @@ class VectorNode:
 def compile_vector(spec: Any, positions: Iterator[int], decisions: Sequence) -> VectorNode:
     """Compiles `spec` into a `VectorNode`, drawing decision positions from `positions`.
 
-    `positions` must be consumed in `iter_decisions` order, which this recursion mirrors (a
-    `OneOf` after the decisions of its options); `decisions` (the space's) is used to check
-    that every position lands on the very same `OneOf` object.
+    `schema.traverse` meets the decisions in decision order, so `positions` is consumed in that
+    order; `decisions` (the space's) is used to check that every position lands on the very same
+    `OneOf` object.
     """
-    if isinstance(spec, OneOf):
-        options = tuple(compile_vector(choice, positions, decisions) for choice in spec.choices)
+
+    def one_of_vector(path: tuple, one_of: OneOf, options: list) -> VectorNode:
+        del path
         position = next(positions)
-        if decisions[position].one_of is not spec:
+        if decisions[position].one_of is not one_of:
             raise ValueError(f"Internal error: decision order mismatch at position {position}.")
         offsets = tuple(int(offset) for offset in np.cumsum([0] + [option.length for option in options[:-1]]))
-        return VectorNode(sum(option.length for option in options), position, options, offsets)
-    fields = tuple(compile_vector(child, positions, decisions) for _, child in _children(spec))
-    lengths = [field.length for field in fields]
-    strides = tuple(int(np.prod(lengths[index + 1 :], dtype=np.int64)) for index in range(len(fields)))
-    return VectorNode(int(np.prod(lengths, dtype=np.int64)), None, fields, strides)
+        return VectorNode(sum(option.length for option in options), position, tuple(options), offsets)
+
+    def record_vector(path: tuple, node: Any, fields: list) -> VectorNode:
+        del path, node  # A plain value has no fields: a vector of length 1.
+        lengths = [field.length for field in fields]
+        strides = tuple(int(np.prod(lengths[index + 1 :], dtype=np.int64)) for index in range(len(fields)))
+        return VectorNode(int(np.prod(lengths, dtype=np.int64)), None, tuple(fields), strides)
+
+    return traverse(spec, one_of_vector, record_vector)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +206,21 @@ class TabulatedCostModel(CostModel):
         self._table_offsets = np.cumsum([0] + sizes[:-1]).astype(np.int32)
         flat = np.concatenate([segment.table for segment in self.segments]) if self.segments else np.zeros([1])
         self._flat_table = (flat * self.scale).astype(np.float32)
+        self._entry_keys = self._mask_entry_keys()
+
+    def _mask_entry_keys(self) -> np.ndarray:
+        """For each flat table entry, the (position, choice) keys of its joint choice in a flattened
+        `[num_decisions, max_choices]` mask matrix; padding columns point at an appended 1."""
+        width = max((len(segment.positions) for segment in self.segments), default=1)
+        max_choices = max(self.space.num_choices)
+        padding = self.space.num_decisions * max_choices
+        rows = []
+        for segment in self.segments:
+            grid = np.indices(segment.radices).reshape(len(segment.radices), -1).T  # [entries, len] row-major
+            keys = np.full([grid.shape[0], width], padding, np.int32)
+            keys[:, : len(segment.positions)] = np.asarray(segment.positions) * max_choices + grid
+            rows.append(keys)
+        return np.concatenate(rows) if rows else np.zeros([1, width], np.int32)
 
     def cost(self, architecture: Union[Architecture, Sequence[int]]) -> float:
         indices = self.validate(architecture)
@@ -218,3 +238,18 @@ class TabulatedCostModel(CostModel):
         keys = tf.reduce_sum(chosen * tf.constant(self._strides), axis=-1) + tf.constant(self._table_offsets)
         terms = tf.gather(tf.constant(self._flat_table), keys)  # [batch, segments]
         return tf.reduce_sum(terms, axis=-1) + tf.constant(self.bias * self.scale, tf.float32)
+
+    def mask_cost(self, masks) -> tf.Tensor:
+        """Costs of (possibly fractional) masks: float32 `[..., num_decisions, max_choices]` -> `[...]`.
+
+        Each term is multilinear in the masks, `Σ_joint choice Π mask weights · table entry`, as
+        the reference's linear cost model on its mask features: one-hot masks give `batch_cost`
+        of their architecture; warmup masks give the expected cost under independent choices
+        with those weights (an averaged op: the average of its ops' costs). Masks are zero-padded
+        as `tunas_keras.masks.pad_masks` writes them.
+        """
+        masks = tf.cast(masks, tf.float32)
+        flat = tf.reshape(masks, tf.concat([tf.shape(masks)[:-2], [-1]], axis=0))
+        flat = tf.concat([flat, tf.ones_like(flat[..., :1])], axis=-1)
+        weights = tf.reduce_prod(tf.gather(flat, tf.constant(self._entry_keys), axis=-1), axis=-1)  # [..., E]
+        return tf.reduce_sum(weights * tf.constant(self._flat_table), axis=-1) + tf.constant(self.bias * self.scale)

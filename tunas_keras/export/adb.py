@@ -92,6 +92,7 @@ def build_adb_commands(
     device_dir: str = DEVICE_DIR,
     benchmark_binary: str = BENCHMARK_BINARY,
     adb: str = "adb",
+    cpu_mask: Optional[str] = None,
 ) -> AdbCommands:
     """The `adb push`, `getprop` and `benchmark_model` command lists (nothing is run).
 
@@ -103,6 +104,7 @@ def build_adb_commands(
       device_dir: where the model is pushed on the phone.
       benchmark_binary: the `benchmark_model` path on the phone.
       adb: the adb executable.
+      cpu_mask: run `benchmark_model` under `taskset <cpu_mask>` (hexadecimal, e.g. "f0": CPUs 4-7).
     """
     for name, value, minimum in (("num_threads", num_threads, 1), ("warmup_runs", warmup_runs, 0), ("runs", runs, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -113,8 +115,13 @@ def build_adb_commands(
         )
     prefix = _adb_prefix(adb, serial)
     device_model = f"{device_dir.rstrip('/')}/{os.path.basename(model_path)}"
+    if cpu_mask is not None and not re.fullmatch(r"[0-9a-fA-F]+", str(cpu_mask)):
+        raise ValueError(f"Invalid value for argument `cpu_mask`. Expected a hexadecimal mask like 'f0'. "
+                         f"Received: cpu_mask={cpu_mask!r}")
+    pinning = ["taskset", str(cpu_mask)] if cpu_mask is not None else []
     benchmark = prefix + [
         "shell",
+        *pinning,
         benchmark_binary,
         f"--graph={device_model}",
         f"--num_threads={num_threads}",
@@ -179,12 +186,17 @@ def _run(runner: Callable, command: list) -> str:
     return completed.stdout + completed.stderr  # benchmark_model logs to stderr on some builds.
 
 
-def run_adb_benchmark(model_path: str, runner: Callable = subprocess.run, **command_kwargs) -> dict:
+def run_adb_benchmark(
+    model_path: str, runner: Callable = subprocess.run, push: bool = True, device: Optional[dict] = None,
+    **command_kwargs,
+) -> dict:
     """Pushes `model_path`, runs `benchmark_model` on the phone and parses its report.
 
     Args:
       model_path: the local `.tflite`.
       runner: `subprocess.run`-compatible callable (tests pass a fake).
+      push: False skips `adb push` (the model is already on the phone, e.g. a later round).
+      device: the phone's properties from an earlier call (skips the `getprop` calls).
       **command_kwargs: see `build_adb_commands`.
 
     Returns:
@@ -197,13 +209,17 @@ def run_adb_benchmark(model_path: str, runner: Callable = subprocess.run, **comm
             f"Invalid value for argument `model_path`. Expected an existing .tflite file. Received: model_path={model_path!r}"
         )
     commands = build_adb_commands(model_path, **command_kwargs)
-    _run(runner, commands.push)
-    device = {key: _run(runner, command).strip() for key, command in commands.device_properties.items()}
+    if push:
+        _run(runner, commands.push)
+    if device is None:
+        device = {key: _run(runner, command).strip() for key, command in commands.device_properties.items()}
     result = parse_benchmark_model_output(_run(runner, commands.benchmark))
     flags = dict(argument.lstrip("-").split("=", 1) for argument in commands.benchmark if argument.startswith("--"))
+    binary = command_kwargs.get("benchmark_binary", BENCHMARK_BINARY)
     result["provenance"] = {
         "device": device,
-        "runtime": {"name": "tflite benchmark_model", "binary": commands.benchmark[commands.benchmark.index("shell") + 1]},
+        "runtime": {"name": "tflite benchmark_model", "binary": binary},
+        "cpu_mask": command_kwargs.get("cpu_mask"),
         "num_threads": int(flags["num_threads"]),
         "xnnpack": flags["use_xnnpack"] == "true",
         "warmup_runs": int(flags["warmup_runs"]),

@@ -58,6 +58,8 @@ def host_device() -> dict:
         "machine": platform.machine(),
         # A shared machine's load distorts absolute numbers; interleaved ratios are robust to it.
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        # The CPUs this process may run on (pinned with os.sched_setaffinity / taskset, or all).
+        "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
 
 

@@ -9,11 +9,15 @@ modes that need data need it). Without a dataset the parity batch is a fixed syn
 
 from __future__ import annotations
 
+import collections
+import os
 from typing import Optional
 
 import numpy as np
+import tf_keras as keras
 
-from tunas_keras.export import sources, tflite
+from tunas_keras.export import latency, sources, tflite
+from tunas_keras.models.standalone import build_model
 
 
 def _get_dataset(name: str, image_size: int, seed: int):
@@ -173,14 +177,6 @@ def compare_with_keras_mobilenet_v2(
       `{"ops": {name: {op: count}}, "params": {...}, "threads": {n: compare_latency(...)}}`;
       `threads[n]["ratio_median"]["tunas_keras"]` is ours / Keras' median latency.
     """
-    import collections  # pylint: disable=import-outside-toplevel
-    import os  # pylint: disable=import-outside-toplevel
-
-    import tf_keras as keras  # pylint: disable=import-outside-toplevel
-
-    from tunas_keras.export import latency  # pylint: disable=import-outside-toplevel
-    from tunas_keras.models.standalone import build_model  # pylint: disable=import-outside-toplevel
-
     shape = (image_size, image_size, 3)
     models = {
         "tunas_keras": build_model("mobilenet_v2", num_classes=1001, input_shape=shape),

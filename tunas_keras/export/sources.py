@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Optional, Union
 
 import tensorflow as tf
 import tf_keras as keras
 
+import search_spaces
 from tunas_keras.errors import UserInputError
+from tunas_keras.export.tflite import QUANTIZATIONS
 from tunas_keras.models.standalone import build_model
 from tunas_keras.schema import Architecture
 
@@ -99,8 +102,6 @@ def resolve_architecture(
             "Invalid model source. Expected exactly one of `architecture`, `indices` (with `space`) or "
             f"`reference`. Received: {', '.join(f'{name}={given[name]!r}' for name in given)}"
         )
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
     if architecture_path:
         return load_architecture_json(architecture_path, allow_list=allow_list)
     if indices:
@@ -201,10 +202,6 @@ def define_source_flags(flags, module_name: Optional[str] = None) -> None:
     `module_name`: the module the flags are listed under in `--help` (default `sys.argv[0]`, the
     running tool, so that `--help` shows them).
     """
-    import sys  # pylint: disable=import-outside-toplevel
-
-    from tunas_keras.export.tflite import QUANTIZATIONS  # pylint: disable=import-outside-toplevel
-
     names = {"module_name": module_name or sys.argv[0]}
     flags.DEFINE_string("architecture", None, "Path of an architecture.json (from tools/search.py).", **names)
     flags.DEFINE_string("indices", None, "Colon-separated decision indices (with --space).", **names)

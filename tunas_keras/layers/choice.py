@@ -1,22 +1,24 @@
-"""`ChoiceBlock`: one branch per choice of an op decision (paper §4.1 and §4.3).
+"""`ChoiceBlock`: one branch per choice of an op decision (paper §4.1 and §4.3), no control flow.
 
-- A one-hot selection runs exactly ONE branch (`tf.switch_case` on its index): the other
-  branches are not executed and get no gradient. `ZeroBranch`es (the skip of a skippable
-  layer) are never computed inside sums; with a single other branch the block is just
-  `tf.cond(w > 0, w · branch, zeros)`.
-- A fractional selection (op warmup: "all ops on, averaged") computes the selection-weighted
-  sum of all branches. That path is rematerialised (a `tf.custom_gradient` that recomputes the
-  branches, like `tf.recompute_grad`): only the block's inputs and weights are kept for the
-  backward pass, so activation memory under op warmup stays close to that of one path.
-  (`tf.recompute_grad` itself fails inside a `tf.switch_case` branch in TF 2.20: its
-  recomputation captures eager variable handles that the cond gradient cannot resolve; our
-  branches therefore read their weights through `masked.read_weight`.)
+The block computes the selection-weighted sum of its branches, `Σ_i w_i · branch_i(x)`: a
+one-hot selection gives exactly the chosen branch, a fractional one (op warmup: "all ops on,
+averaged") the average. There is no `tf.cond` / `tf.switch_case`: the graph is straight-line,
+traces in seconds, needs no device-to-host copy of a predicate and compiles with XLA. What a
+branch with weight 0 costs is up to the branch: the supernet's ops run it at (almost) zero
+width in its "slice" execution and at full width in its "mask" execution (see
+`tunas_keras.models.supernet`). `ZeroBranch`es (the skip of a skippable layer) add nothing and
+are never computed.
 
-Both paths are branches of one `tf.switch_case` on a tensor index, so the selection can change
-every step (and differ per replica inside `strategy.run`) without retracing.
+With `one_hot=True` (the caller promises a one-hot selection) and *kernel-size variants* as
+branches (same layer type, same variables, shapes differing only in the square spatial size of
+conv kernels), the block runs ONE branch, the largest, with merged weights: every variable is
+`Σ_i w_i · centre_pad(v_i)`, which for a one-hot `w` is the chosen branch's variable, padded
+with zeros around it (a k×k "same" convolution equals the 7×7 one with the k×k kernel in the
+centre, for any stride). With `static_shapes=False` the merged kernel is also cut back to the
+chosen size, so the convolution runs at the sampled kernel size.
 
     >>> block = ChoiceBlock([MaskedDepthwiseConv2D(3), MaskedDepthwiseConv2D(5)])
-    >>> outputs = block(features, selection=tf.constant([0.0, 1.0]))   # runs the 5×5 only
+    >>> outputs = block(features, selection=tf.constant([0.0, 1.0]))   # the 5×5 branch's output
 
 References: Bender et al., CVPR 2020, §4.1, §4.3 (op warmup).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from tunas_keras.layers import remat
 from tunas_keras.layers.masked import read_weight, substitute_weights
 
 
@@ -51,35 +54,66 @@ def is_one_hot(selection: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(binary, tf.equal(tf.reduce_sum(selection), 1.0))
 
 
+def _spatial_size(variable) -> int:
+    return int(variable.shape[0]) if variable.shape.rank == 4 else 0
+
+
+def kernel_variants(branches) -> bool:
+    """Whether the branches differ only in the (odd, square) spatial size of their conv kernels."""
+    if len(branches) < 2 or len({type(branch) for branch in branches}) != 1:
+        return False
+    groups = list(zip(*(branch.trainable_weights for branch in branches)))
+    if not groups or any(len(branch.trainable_weights) != len(groups) for branch in branches):
+        return False
+    for variables in groups:
+        shapes = [tuple(variable.shape) for variable in variables]
+        if len(set(shapes)) == 1:
+            continue
+        if any(len(shape) != 4 or shape[0] != shape[1] or shape[0] % 2 == 0 for shape in shapes):
+            return False
+        if len({shape[2:] for shape in shapes}) != 1:
+            return False
+    return True
+
+
+def _centre_pad(value: tf.Tensor, size: int) -> tf.Tensor:
+    margin = (size - int(value.shape[0])) // 2
+    if margin == 0:
+        return value
+    return tf.pad(value, [[margin, margin], [margin, margin], [0, 0], [0, 0]])
+
+
 @keras.utils.register_keras_serializable(package="tunas_keras")
 class ChoiceBlock(keras.layers.Layer):
-    """Runs the selected branch (one-hot) or the selection-weighted sum of all branches.
+    """The selection-weighted sum of its branches (one-hot: the selected one); no control flow.
 
     Args:
-      branches: a non-empty list of Keras layers with equal output shapes. Each is called as
-        `branch(inputs, training=...)`, plus `context=context` when a context is given. To be
-        rematerialised inside `tf.function`, branches must read their weights through
-        `tunas_keras.layers.masked.read_weight` (all masked layers do).
-      rematerialize: recompute the branches in the backward pass of the fractional path
-        instead of keeping their activations.
+      branches: a non-empty list of Keras layers with equal output shapes (or outputs that
+        broadcast: the supernet runs a branch with weight 0 on one channel). Each is called as
+        `branch(inputs, training=...)`, or, when a context is given (supernet ops),
+        `branch(inputs, context=context, training=..., gate=gate · w_i)`.
+      rematerialize: recompute the branches of a weighted sum in the backward pass instead of
+        keeping their activations (`tunas_keras.layers.remat`; the one-hot merged path keeps
+        one branch's activations and is not rematerialised).
 
     Call arguments:
-      inputs: a tensor (or nested structure) passed to every branch.
+      inputs: a tensor passed to every branch.
       selection: float32 `(len(branches),)`: one-hot, or fractional weights (e.g. `1/n`).
         Gradients do not flow into it.
-      context: optional nested structure of tensors passed to every branch (the supernet's
-        channel masks).
-      training: passed to the branches (the fractional path passes `False` so that stateful
-        updates, e.g. moving statistics, are not repeated by the recomputation).
-      one_hot: Python bool; True promises a one-hot `selection`: only the branches are built
-        (no fractional path, no one-hot test), a smaller graph that traces faster. The branch
-        run is `argmax(selection)`.
+      context: optional object passed to every branch (the supernet's widths and selections).
+      training: passed to the branches.
+      one_hot: Python bool; True promises a one-hot `selection`: kernel-size variants then run
+        as one branch with merged weights (see the module docstring). Other branches are
+        summed as usual (exact for one-hot selections anyway).
+      gate: optional float32 scalar passed on (times `w_i`) to branches that take a context:
+        the product of the selection weights on the path to this block (1 at the top).
+      static_shapes: Python bool; False lets the merged kernel take the chosen (dynamic) size.
 
     Returns:
-      The selected branch's output, or `sum_i selection[i] * branch_i(inputs)`.
+      `Σ_i selection[i] · branch_i(inputs)`.
     """
 
-    def __init__(self, branches, rematerialize=True, **kwargs):
+    def __init__(self, branches, rematerialize=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(branches, (list, tuple)) or not branches:
             raise ValueError(
@@ -103,84 +137,56 @@ class ChoiceBlock(keras.layers.Layer):
         for branch in self.branches:
             if not branch.built:
                 branch.build(input_shape)
+        self._mergeable = kernel_variants(self.branches)
         super().build(input_shape)
 
-    def _run_branch(self, index, inputs, context, training):
+    def _run_branch(self, index, inputs, context, training, gate):
+        branch = self.branches[index]
         if context is None:
-            return self.branches[index](inputs, training=training)
-        return self.branches[index](inputs, context=context, training=training)
+            return branch(inputs, training=training)
+        return branch(inputs, context=context, training=training, gate=gate)
 
-    def _computed_branches(self) -> list:
-        """Indices of the branches that are not `ZeroBranch` (zeros add nothing to a sum)."""
-        return [index for index, branch in enumerate(self.branches) if not isinstance(branch, ZeroBranch)]
+    def _weighted_sum(self, selection, inputs, context, training, gate):
+        terms = []
+        for index, branch in enumerate(self.branches):
+            if isinstance(branch, ZeroBranch):
+                continue
+            weight = selection[index]
+            branch_gate = weight if gate is None else gate * weight
 
-    def _scaled_single_branch(self, index, selection, inputs, context, training):
-        """`selection[index] · branch(inputs)`, or zeros when that weight is 0 (e.g. op-or-skip).
+            def run(inputs_, index=index, branch_gate=branch_gate):
+                return self._run_branch(index, inputs_, context, training, branch_gate)
 
-        With one non-zero branch the weighted sum keeps no more activations than the branch
-        itself, so it needs no rematerialisation (which also keeps the graph small).
-        """
-        weight = selection[index]
-        zero_index = next(i for i, branch in enumerate(self.branches) if isinstance(branch, ZeroBranch))
-        return tf.cond(
-            weight > 0,
-            lambda: weight * self._run_branch(index, inputs, context, training),
-            lambda: self._run_branch(zero_index, inputs, context, training),
-        )
-
-    def _weighted_sum(self, selection, inputs, context):
+            outputs = remat.recompute(run)(inputs) if self.rematerialize else run(inputs)
+            terms.append((weight, outputs))
+        if not terms:
+            return tf.zeros_like(inputs)
         total = None
-        for index in self._computed_branches():
-            term = selection[index] * self._run_branch(index, inputs, context, training=False)
-            total = term if total is None else total + term
+        for weight, outputs in terms:
+            # `+` broadcasts: a branch the supernet ran on one channel (weight 0) adds zeros.
+            total = weight * outputs if total is None else total + weight * outputs
         return total
 
-    def _mixture(self, selection, inputs, context):
-        if not self.rematerialize:
-            return self._weighted_sum(selection, inputs, context)
-        # The branches read their weights from explicit tensors (not the variables), so that
-        # the recomputation below needs no variable capture inside TF's cond gradient.
-        variables = self.trainable_weights
-        values = [tf.identity(read_weight(variable)) for variable in variables]
-        refs = [variable.ref() for variable in variables]
-        structure = (inputs, {} if context is None else context)
-        # Identities make every tensor the gradient below refers to a tensor of THIS branch's
-        # graph (not a tensor captured from an outer graph), as TF's cond gradient requires.
-        flat = [tf.identity(tensor) for tensor in tf.nest.flatten(structure)]
-        selection = tf.identity(selection)
-        num_flat = len(flat)
+    def _merged(self, selection, inputs, context, training, gate, static_shapes):
+        """The largest branch, run with every variable merged over the branches (one-hot only)."""
+        largest = max(range(self.num_branches), key=lambda i: max(map(_spatial_size, self.branches[i].trainable_weights)))
+        mapping = {}
+        for variables in zip(*(branch.trainable_weights for branch in self.branches)):
+            target = variables[largest]
+            size = _spatial_size(target)
+            if size and len({tuple(variable.shape) for variable in variables}) > 1:
+                merged = tf.add_n([selection[i] * _centre_pad(read_weight(v), size) for i, v in enumerate(variables)])
+                if not static_shapes:
+                    chosen = tf.cast(tf.tensordot(selection, [float(_spatial_size(v)) for v in variables], 1), tf.int32)
+                    margin = (size - chosen) // 2
+                    merged = tf.slice(merged, tf.stack([margin, margin, 0, 0]), tf.stack([chosen, chosen, -1, -1]))
+            else:
+                merged = tf.add_n([selection[i] * read_weight(variable) for i, variable in enumerate(variables)])
+            mapping[target.ref()] = merged
+        with substitute_weights(mapping):
+            return self._run_branch(largest, inputs, context, training, gate)
 
-        def compute(selection_, *tensors):
-            inputs_, context_ = tf.nest.pack_sequence_as(structure, list(tensors[:num_flat]))
-            context_ = None if context is None else context_
-            with substitute_weights(dict(zip(refs, tensors[num_flat:]))):
-                return self._weighted_sum(selection_, inputs_, context_)
-
-        @tf.custom_gradient
-        def rematerialized(selection_, *tensors):
-            outputs = compute(selection_, *tensors)
-
-            def gradient(upstream, variables=None):
-                # `variables` is only set for branches that read variables directly instead of
-                # through `read_weight`; that works outside `tf.switch_case` gradients only.
-                variables = list(variables or [])
-                with tf.GradientTape() as tape:
-                    tape.watch(tensors)
-                    recomputed = compute(selection_, *tensors)
-                grads = tape.gradient(
-                    recomputed,
-                    list(tensors) + variables,
-                    output_gradients=upstream,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
-                )
-                input_grads = [tf.zeros_like(selection_)] + list(grads[: len(tensors)])
-                return (input_grads, list(grads[len(tensors) :])) if variables else input_grads
-
-            return outputs, gradient
-
-        return rematerialized(selection, *flat, *values)
-
-    def call(self, inputs, selection, context=None, training=None, one_hot=False):
+    def call(self, inputs, selection, context=None, training=None, one_hot=False, gate=None, static_shapes=True):
         selection = tf.stop_gradient(tf.cast(selection, tf.float32))
         if selection.shape.rank is not None and selection.shape != (self.num_branches,):
             raise ValueError(
@@ -188,18 +194,10 @@ class ChoiceBlock(keras.layers.Layer):
                 f"Received: selection.shape={selection.shape}"
             )
         if self.num_branches == 1:
-            return self._run_branch(0, inputs, context, training)
-        computed = self._computed_branches()
-        if len(computed) == 1:
-            return self._scaled_single_branch(computed[0], selection, inputs, context, training)
-        branch_fns = [
-            (lambda i=i: self._run_branch(i, inputs, context, training)) for i in range(self.num_branches)
-        ]
-        if one_hot:
-            return tf.switch_case(tf.argmax(selection, output_type=tf.int32), branch_fns)
-        index = tf.where(is_one_hot(selection), tf.argmax(selection, output_type=tf.int32), self.num_branches)
-        branch_fns.append(lambda: self._mixture(selection, inputs, context))
-        return tf.switch_case(index, branch_fns)
+            return self._run_branch(0, inputs, context, training, gate)
+        if one_hot and self._mergeable:
+            return self._merged(selection, inputs, context, training, gate, static_shapes)
+        return self._weighted_sum(selection, inputs, context, training, gate)
 
     def compute_output_shape(self, input_shape):
         return self.branches[0].compute_output_shape(input_shape)

@@ -6,11 +6,19 @@ channel of the full-width tensor (1 = active, 0 = masked; fractional values weig
 A k-of-n mask, `[1]*k + [0]*(n-k)`, makes these layers compute exactly what a plain layer with
 the first k channels computes, padded with zeros.
 
-Invariant used by the supernet: every masked layer leaves masked channels at exactly zero, so
-they contribute nothing downstream.
+Two ways to run them, chosen by the caller (the supernet's execution mode):
+- *masked* (static shapes, XLA/TPU friendly): inputs and outputs at the full width; the kernel
+  is multiplied by the masks, so masked channels are exactly zero;
+- *sliced* (compute follows the sampled width): inputs may carry fewer channels than the full
+  width (the layer reads their count from the tensor), `output_channels` cuts the output; the
+  kernel is sliced to the first channels (`kernel[..., :in, :out]`) and still multiplied by the
+  sliced masks, so fractional masks give the same numbers as in the masked way.
+
+Invariant used by the supernet: masked channels leave every layer at exactly zero.
 
     >>> conv = MaskedConv2D(filters=32, kernel_size=3)
-    >>> outputs = conv(images, input_mask=tf.ones([3]), output_mask=channel_mask(16, 32))
+    >>> outputs = conv(images, input_mask=tf.ones([3]), output_mask=channel_mask(16, 32))      # (.., 32)
+    >>> outputs = conv(images, input_mask=tf.ones([3]), output_mask=mask, output_channels=16)  # (.., 16)
 
 References: Bender et al., CVPR 2020, §4.1 (weight sharing with channel masking).
 """
@@ -21,11 +29,11 @@ import contextlib
 import threading
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tunas_keras.layers.common import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM, DepthwiseHeNormal
-
+from tunas_keras.layers.common import BATCH_NORM_EPSILON, DepthwiseHeNormal
 
 _SUBSTITUTES = threading.local()
 
@@ -44,9 +52,8 @@ def read_weight(variable) -> tf.Tensor:
 def substitute_weights(mapping: dict):
     """Within the block, masked layers read `mapping[variable.ref()]` instead of the variable.
 
-    `ChoiceBlock` uses it to rematerialise its branches from explicit weight tensors: a
-    recomputation that re-read the variables inside a `tf.switch_case` gradient would capture
-    eager variable handles, which TF's cond gradient cannot resolve.
+    The supernet runs the largest branch of a kernel-size choice with weights merged from all
+    branches this way (`supernet_blocks.Choice`); a substitute may have another (dynamic) shape.
     """
     previous = getattr(_SUBSTITUTES, "mapping", None)
     _SUBSTITUTES.mapping = {**(previous or {}), **mapping}
@@ -66,17 +73,27 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"Invalid value for argument `{name}`. Expected a positive int. Received: {name}={value!r}")
 
 
-def _indicator(mask: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
-    """1 where a channel is active at all (mask > 0), for the active-weight penalty."""
-    if mask is None:
-        return None
-    return tf.cast(tf.stop_gradient(mask) > 0, tf.float32)
-
-
 def _as_mask(mask: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
+    # No stop_gradient here: the supernet's masks already carry none (one op fewer per use).
     if mask is None:
         return None
-    return tf.stop_gradient(tf.cast(mask, tf.float32))
+    return tf.cast(mask, tf.float32)
+
+
+def _input_channels(inputs: tf.Tensor, full: int):
+    """The static channel count if it is the full width, else the dynamic one (sliced inputs)."""
+    static = inputs.shape[-1]
+    return full if static == full else tf.shape(inputs)[-1]
+
+
+def _leading(tensor: Optional[tf.Tensor], count, axis: int = 0) -> Optional[tf.Tensor]:
+    """The first `count` entries of `tensor` along `axis` (no op when `count` is the static size)."""
+    if tensor is None or (isinstance(count, int) and count == tensor.shape[axis]):
+        return tensor
+    begin = [0] * tensor.shape.rank
+    size = [-1] * tensor.shape.rank
+    size[axis] = count
+    return tf.slice(tensor, begin, tf.stack(size) if not isinstance(count, int) else size)
 
 
 @keras.utils.register_keras_serializable(package="tunas_keras")
@@ -94,12 +111,15 @@ class MaskedConv2D(keras.layers.Layer):
       kernel_initializer: Keras initializer (name or object) for the kernel.
 
     Call arguments:
-      inputs: `(batch, height, width, in)`.
-      input_mask: optional `(in,)` float32 channel mask of the inputs.
+      inputs: `(batch, height, width, c)` with `c` the full input width, or fewer channels
+        (then the kernel's first `c` input channels are used).
+      input_mask: optional `(in,)` float32 channel mask of the full input width.
       output_mask: optional `(filters,)` float32 channel mask of the outputs.
+      output_channels: optional int / int32 scalar: compute only the first output channels.
 
     Returns:
-      `(batch, height / strides, width / strides, filters)`; masked output channels are zero.
+      `(batch, height / strides, width / strides, output_channels or filters)`; masked output
+      channels are zero.
     """
 
     def __init__(self, filters, kernel_size, strides=1, use_bias=False, kernel_initializer="he_normal", **kwargs):
@@ -122,30 +142,39 @@ class MaskedConv2D(keras.layers.Layer):
             self.bias = self.add_weight("bias", shape=(self.filters,), initializer="zeros", trainable=True)
         super().build(input_shape)
 
-    def masked_kernel(self, input_mask=None, output_mask=None) -> tf.Tensor:
+    def masked_kernel(self, input_mask=None, output_mask=None, input_channels=None, output_channels=None):
+        """The kernel cut to `input_channels` / `output_channels` (if given) and multiplied by the masks."""
         kernel = read_weight(self.kernel)
+        if input_channels is not None:
+            kernel = _leading(kernel, input_channels, axis=2)
+            input_mask = _leading(input_mask, input_channels)
+        if output_channels is not None:
+            kernel = _leading(kernel, output_channels, axis=3)
+            output_mask = _leading(output_mask, output_channels)
         if input_mask is not None:
             kernel = kernel * _as_mask(input_mask)[:, None]
         if output_mask is not None:
             kernel = kernel * _as_mask(output_mask)
         return kernel
 
-    def call(self, inputs, input_mask=None, output_mask=None):
-        outputs = tf.nn.conv2d(inputs, self.masked_kernel(input_mask, output_mask), self.strides, padding="SAME")
+    def call(self, inputs, input_mask=None, output_mask=None, output_channels=None):
+        input_channels = _input_channels(inputs, self.kernel.shape[2])
+        kernel = self.masked_kernel(input_mask, output_mask, input_channels, output_channels)
+        outputs = tf.nn.conv2d(inputs, kernel, self.strides, padding="SAME")
         if self.use_bias:
-            bias = read_weight(self.bias)
-            bias = bias if output_mask is None else bias * _as_mask(output_mask)
-            outputs = tf.nn.bias_add(outputs, bias)
+            bias, mask = read_weight(self.bias), output_mask
+            if output_channels is not None:
+                bias, mask = _leading(bias, output_channels), _leading(mask, output_channels)
+            outputs = tf.nn.bias_add(outputs, bias if mask is None else bias * _as_mask(mask))
         return outputs
 
     def active_l2(self, input_mask=None, output_mask=None) -> tf.Tensor:
-        """Sum of squares of the kernel entries whose input and output channels are active (mask > 0)."""
-        weights = tf.square(self.kernel)
-        if input_mask is not None:
-            weights = weights * _indicator(input_mask)[:, None]
-        if output_mask is not None:
-            weights = weights * _indicator(output_mask)
-        return tf.reduce_sum(weights)
+        """Sum of squares of the masked kernel (the reference's L2 of `kernel · mask`).
+
+        With 0/1 masks: the squares of the kernel entries whose input and output channels are
+        active. The bias is not regularised (as the reference).
+        """
+        return tf.reduce_sum(tf.square(self.masked_kernel(input_mask, output_mask)))
 
     def sliced_weights(self, input_channels: int, output_channels: int) -> list:
         """The weights of a plain `Conv2D` with the first `input_channels` / `output_channels`."""
@@ -182,11 +211,11 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
         with fan-in k·k, as the standalone model).
 
     Call arguments:
-      inputs: `(batch, height, width, channels)`.
-      channel_mask: optional `(channels,)` float32 mask.
+      inputs: `(batch, height, width, c)`, `c` the full width or fewer channels (sliced).
+      channel_mask: optional `(channels,)` float32 mask of the full width.
 
     Returns:
-      `(batch, height / strides, width / strides, channels)`; masked channels are zero.
+      `(batch, height / strides, width / strides, c)`; masked channels are zero.
     """
 
     def __init__(self, kernel_size, strides=1, depthwise_initializer=None, **kwargs):
@@ -207,18 +236,23 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def call(self, inputs, channel_mask=None):
+    def masked_kernel(self, channel_mask=None, channels=None) -> tf.Tensor:
         kernel = read_weight(self.depthwise_kernel)
+        if channels is not None:
+            kernel = _leading(kernel, channels, axis=2)
+            channel_mask = _leading(channel_mask, channels)
         if channel_mask is not None:
             kernel = kernel * _as_mask(channel_mask)[:, None]
+        return kernel
+
+    def call(self, inputs, channel_mask=None):
+        kernel = self.masked_kernel(channel_mask, _input_channels(inputs, self.depthwise_kernel.shape[2]))
         strides = (1, self.strides, self.strides, 1)
         return tf.nn.depthwise_conv2d(inputs, kernel, strides, padding="SAME")
 
     def active_l2(self, channel_mask=None) -> tf.Tensor:
-        weights = tf.square(self.depthwise_kernel)
-        if channel_mask is not None:
-            weights = weights * _indicator(channel_mask)[:, None]
-        return tf.reduce_sum(weights)
+        """Sum of squares of the masked depthwise kernel (see `MaskedConv2D.active_l2`)."""
+        return tf.reduce_sum(tf.square(self.masked_kernel(channel_mask)))
 
     def sliced_weights(self, channels: int) -> list:
         return [self.depthwise_kernel.numpy()[:, :, :channels, :]]
@@ -240,77 +274,60 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
 
 @keras.utils.register_keras_serializable(package="tunas_keras")
 class MaskedBatchNorm(keras.layers.Layer):
-    """Batch normalisation that ALWAYS normalises with the current batch statistics.
+    """Stateless batch normalisation: ALWAYS the current batch's statistics, no moving averages.
 
-    The supernet never uses moving statistics (paper §4.1: batch norm statistics of a shared
-    network are meaningless across architectures), also on validation batches. Masked channels
-    are all zero on input; their batch variance is 0, so they are normalised to 0 and the output
-    is multiplied by the mask again (which removes `beta`). Per-channel statistics make the
-    active channels' result independent of the masked ones.
-
-    Moving statistics exist only so that an extracted child starts from something: with
-    `training=True` they are updated (momentum as Keras) on the active channels (mask > 0);
-    otherwise they are left alone. They never affect this layer's output.
+    The supernet never uses moving statistics (paper §4.1: the statistics of a shared network
+    are meaningless across architectures); the reference's search uses a stateless masked
+    batch norm too, also on validation batches. Masked channels are all zero on input; their
+    batch variance is 0, so `x̂ = 0`, and `gamma` and `beta` are multiplied by the mask, which
+    leaves them at exactly 0 (the same as multiplying the output by the mask, one pass cheaper).
+    Per-channel statistics make the active channels' result independent of the masked ones.
 
     Args:
-      momentum: moving-average momentum.
       epsilon: variance epsilon.
 
     Call arguments:
-      inputs: `(batch, height, width, channels)`.
-      channel_mask: optional `(channels,)` float32 mask.
-      training: whether to update the moving statistics.
+      inputs: `(batch, height, width, c)`, `c` the full width or fewer channels (sliced).
+      channel_mask: optional `(channels,)` float32 mask of the full width.
 
     Returns:
       The normalised tensor (same shape), zero on masked channels.
     """
 
-    def __init__(self, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, **kwargs):
+    def __init__(self, epsilon=BATCH_NORM_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"Invalid value for argument `momentum`. Expected [0, 1). Received: momentum={momentum!r}")
         if not epsilon > 0.0:
             raise ValueError(f"Invalid value for argument `epsilon`. Expected > 0. Received: epsilon={epsilon!r}")
-        self.momentum = float(momentum)
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
         channels = int(tf.TensorShape(input_shape)[-1])
         self.gamma = self.add_weight("gamma", shape=(channels,), initializer="ones", trainable=True)
         self.beta = self.add_weight("beta", shape=(channels,), initializer="zeros", trainable=True)
-        moving = dict(
-            trainable=False,
-            synchronization=tf.VariableSynchronization.ON_READ,
-            aggregation=tf.VariableAggregation.MEAN,
-        )
-        self.moving_mean = self.add_weight("moving_mean", shape=(channels,), initializer="zeros", **moving)
-        self.moving_variance = self.add_weight("moving_variance", shape=(channels,), initializer="ones", **moving)
         super().build(input_shape)
 
-    def call(self, inputs, channel_mask=None, training=None):
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, read_weight(self.gamma), read_weight(self.beta), epsilon=self.epsilon, is_training=True
-        )
-        if training:
-            self._update_moving_statistics(mean, variance, channel_mask)
-        if channel_mask is None:
-            return outputs
-        return outputs * _as_mask(channel_mask)
-
-    def _update_moving_statistics(self, mean, variance, channel_mask):
-        active = 1.0 if channel_mask is None else _indicator(channel_mask)
-        rate = (1.0 - self.momentum) * active
-        self.moving_mean.assign_sub((self.moving_mean - tf.stop_gradient(mean)) * rate)
-        self.moving_variance.assign_sub((self.moving_variance - tf.stop_gradient(variance)) * rate)
+    def call(self, inputs, channel_mask=None):
+        channels = _input_channels(inputs, self.gamma.shape[0])
+        gamma, beta = _leading(read_weight(self.gamma), channels), _leading(read_weight(self.beta), channels)
+        if channel_mask is not None:
+            mask = _as_mask(_leading(channel_mask, channels))
+            gamma, beta = gamma * mask, beta * mask
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+        return outputs
 
     def sliced_weights(self, channels: int) -> list:
-        variables = (self.gamma, self.beta, self.moving_mean, self.moving_variance)
-        return [variable.numpy()[:channels] for variable in variables]
+        """`[gamma, beta, moving_mean, moving_variance]` of a plain batch norm with `channels`.
+
+        The supernet keeps no moving statistics: the child gets 0 / 1 (re-estimate them on
+        data before evaluating it with `training=False`).
+        """
+        fresh = [np.zeros([channels], np.float32), np.ones([channels], np.float32)]
+        return [self.gamma.numpy()[:channels], self.beta.numpy()[:channels], *fresh]
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(momentum=self.momentum, epsilon=self.epsilon)
+        config.update(epsilon=self.epsilon)
         return config

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import tf_keras as keras
 
 from tunas_keras import specs
+from tunas_keras.models.standalone import resolve_network
 
 BATCH_NORM_PARAMS_PER_CHANNEL = 4  # gamma, beta, moving mean, moving variance
 
@@ -71,7 +72,7 @@ def _count_bottleneck(spec: specs.Bottleneck, walk: _Walk):
     walk.conv(1, inner_filters)
     walk.depthwise(spec.kernel_size, spec.strides)
     if spec.squeeze_excite:
-        hidden = specs.make_divisible(inner_filters * 0.25)
+        hidden = specs.squeeze_excite_filters(inner_filters)
         walk.params += inner_filters * hidden + hidden + hidden * inner_filters + inner_filters
         walk.macs += 2 * inner_filters * hidden
     walk.conv(1, walk.filters)
@@ -120,8 +121,6 @@ def count_network(architecture, num_classes: int = 1001, input_shape=(224, 224, 
       num_classes: classifier outputs.
       input_shape: (height, width, channels).
     """
-    from tunas_keras.models.standalone import resolve_network  # pylint: disable=import-outside-toplevel
-
     network = resolve_network(architecture)
     walk = _Walk(height=input_shape[0], width=input_shape[1], channels=input_shape[2])
     for block in network.blocks:

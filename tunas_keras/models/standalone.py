@@ -17,7 +17,7 @@ from typing import Any, Callable, Union
 import tensorflow as tf
 import tf_keras as keras
 
-from tunas_keras import specs
+from tunas_keras import registry, specs
 from tunas_keras.layers.common import (
     DepthwiseHeNormal,
     activation_layer,
@@ -25,6 +25,7 @@ from tunas_keras.layers.common import (
     classifier_initializer,
     conv_initializer,
 )
+from tunas_keras.models.arguments import check_dropout_rate, check_input_shape, check_num_classes
 from tunas_keras.schema import Architecture, contains_one_of
 
 ENDPOINT_STRIDES = (4, 8, 16, 32)
@@ -86,14 +87,10 @@ def _build_separable_conv(spec: specs.SeparableConv, inputs, context: BuildConte
     return batch_norm(context.prefix + "project_bn")(outputs)
 
 
-def squeeze_excite_filters(inner_filters: int) -> int:
-    return specs.make_divisible(inner_filters * 0.25)
-
-
 def _build_squeeze_excite(inputs, prefix: str):
     inner_filters = _channels(inputs)
     gate = keras.layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "se_pool")(inputs)
-    gate = _conv(squeeze_excite_filters(inner_filters), 1, 1, prefix + "se_reduce", use_bias=True)(gate)
+    gate = _conv(specs.squeeze_excite_filters(inner_filters), 1, 1, prefix + "se_reduce", use_bias=True)(gate)
     gate = keras.layers.ReLU(name=prefix + "se_relu")(gate)
     gate = _conv(inner_filters, 1, 1, prefix + "se_expand", use_bias=True)(gate)
     gate = keras.layers.Activation("sigmoid", name=prefix + "se_gate")(gate)
@@ -180,32 +177,20 @@ def build_layer(spec: Any, inputs, context: BuildContext):
 
 def resolve_network(architecture: Union[Architecture, str, specs.Network]) -> specs.Network:
     """An `Architecture`, a reference name or a resolved `Network` → the resolved `Network`."""
-    import search_spaces  # pylint: disable=import-outside-toplevel
-
     if isinstance(architecture, specs.Network):
         network = architecture
     elif isinstance(architecture, Architecture):
-        network = search_spaces.get_search_space(architecture.space).resolve(architecture)
+        network = registry.get_search_space(architecture.space).resolve(architecture)
     elif isinstance(architecture, str):
-        network = search_spaces.reference_spec(architecture)
+        network = registry.reference_spec(architecture)
     else:
         raise ValueError(
             "Invalid value for argument `architecture`. Expected an Architecture, a reference name "
-            f"({list(search_spaces.REFERENCE_NAMES)}) or a resolved Network. Received: {architecture!r}"
+            f"({list(registry.reference_names())}) or a resolved Network. Received: {architecture!r}"
         )
     if contains_one_of(network):
         raise ValueError("Invalid value for argument `architecture`: the Network still contains OneOf decisions.")
     return network
-
-
-def _check_input_shape(input_shape) -> tuple:
-    shape = tuple(input_shape)
-    if len(shape) != 3 or any(not isinstance(size, int) or size <= 0 for size in shape):
-        raise ValueError(
-            "Invalid value for argument `input_shape`. Expected (height, width, channels) with positive ints. "
-            f"Received: input_shape={input_shape!r}"
-        )
-    return shape
 
 
 def _build_features(
@@ -221,6 +206,15 @@ def _build_features(
     return features, context
 
 
+def kernel_weights(model: keras.Model) -> list:
+    """The trainable convolution, depthwise and dense kernels of `model` (no batch norm, no biases).
+
+    Selected by variable name: Keras names them `kernel` and `depthwise_kernel`. The one place
+    that knows it, for the weight-decay penalties of training and benchmarks.
+    """
+    return [variable for variable in model.trainable_variables if "kernel" in variable.name]
+
+
 def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
     """The feature extractor with its detection endpoints as outputs.
 
@@ -229,9 +223,10 @@ def build_backbone(architecture, input_shape=(224, 224, 3)) -> keras.Model:
       "stride_32": ...}` (the last marked endpoint at each stride).
     """
     network = resolve_network(architecture)
-    images = keras.Input(_check_input_shape(input_shape), name="images")
+    images = keras.Input(check_input_shape(input_shape), name="images")
     _, context = _build_features(network, images)
-    outputs = {f"stride_{stride}": context.endpoints[stride] for stride in ENDPOINT_STRIDES if stride in context.endpoints}
+    endpoints = context.endpoints
+    outputs = {f"stride_{stride}": endpoints[stride] for stride in ENDPOINT_STRIDES if stride in endpoints}
     return keras.Model(images, outputs, name="backbone")
 
 
@@ -258,12 +253,10 @@ def build_model(
       A functional `tf_keras.Model` from images to logits `(batch, num_classes)`. The same
       network's detection feature maps come from `build_backbone`.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"Invalid value for argument `num_classes`. Expected an int >= 1. Received: {num_classes!r}")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"Invalid value for argument `dropout_rate`. Expected [0, 1). Received: {dropout_rate!r}")
+    num_classes = check_num_classes(num_classes)
+    dropout_rate = check_dropout_rate(dropout_rate)
     network = resolve_network(architecture)
-    images = keras.Input(_check_input_shape(input_shape), name="images")
+    images = keras.Input(check_input_shape(input_shape), name="images")
     features, _ = _build_features(network, images, zero_init_residual)
     if features.shape[1] != 1 or features.shape[2] != 1:
         raise ValueError(f"The network must end in a global pool. Received features of shape {features.shape}")

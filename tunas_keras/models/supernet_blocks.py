@@ -1,17 +1,14 @@
-"""Building blocks of the weight-sharing supernet: width algebra and the masked ops.
+"""The supernet's ops: masked / sliced layers arranged like the standalone model's layers.
 
-Widths that depend on decisions are `Combination`s: one candidate value per combination of the
-choices of some decisions (e.g. a bottleneck's inner width depends on the input block's
-`filters` and on the layer's `expansion`). Its channel mask is linear in each decision mask:
+Every op is a Keras layer called as `op(features, context=context, training=..., gate=...)`:
+- `context`, a `supernet_widths.CallContext`, holds the channel masks, the op decisions'
+  selection weights and the execution mode of this call (computed once per supernet call from
+  the per-decision masks: call-time inputs, never captured at construction);
+- `gate` is the product of the selection weights on the path to the op (None at the top
+  level). In the "slice" execution an op whose gate is 0 (a branch the sample did not choose)
+  runs on `INACTIVE_CHANNELS` channels; its output is multiplied by 0 by the choice above it.
 
-    m[c] = sum_k w_k · [c < value_k],   w = outer product of the decisions' masks (flattened)
-
-so one-hot masks select exactly the chosen width and fractional masks also work.
-
-Every op here is a Keras layer called as `op(features, context=context, training=...)`, where
-`context = {"channels": {key: mask}, "selections": {key: weights}}` is computed once per
-supernet call from the per-decision masks (call-time inputs, never captured at construction).
-Each op also knows its active L2 penalty (`active_l2(context)`) and how to export its weights,
+Each op also knows its L2 penalty under the masks (`active_l2`) and how to export its weights,
 sliced to an architecture's widths, under the standalone model's layer names (`export`).
 
 References: Bender et al., CVPR 2020, §4.1 (operation collapsing, channel masking).
@@ -19,88 +16,34 @@ References: Bender et al., CVPR 2020, §4.1 (operation collapsing, channel maski
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional, Sequence
-
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from tunas_keras.layers.choice import ChoiceBlock, ZeroBranch
 from tunas_keras.layers.common import ACTIVATION_FUNCTIONS, conv_initializer
 from tunas_keras.layers.masked import MaskedBatchNorm, MaskedConv2D, MaskedDepthwiseConv2D
-from tunas_keras.specs import make_divisible
-
-
-@dataclasses.dataclass(frozen=True)
-class Combination:
-    """A quantity that depends on some decisions: one value per combination of their choices.
-
-    Attributes:
-      factors: positions of the decisions it depends on (in `space.decisions`).
-      shape: their numbers of choices.
-      values: for widths, the width of each combination (row-major over `shape`).
-    """
-
-    factors: tuple = ()
-    shape: tuple = ()
-    values: tuple = ()
-
-    @property
-    def key(self) -> str:
-        return f"{self.factors}:{self.values}"
-
-    @property
-    def max_value(self) -> int:
-        return max(self.values)
-
-    def weights(self, masks: Sequence[tf.Tensor]) -> tf.Tensor:
-        """Outer product of the factors' masks, flattened (row-major); `[1.]` when constant."""
-        result = tf.ones([1], tf.float32)
-        for factor in self.factors:
-            result = tf.reshape(result[:, None] * masks[factor][None, :], [-1])
-        return result
-
-    def channel_mask(self, masks: Sequence[tf.Tensor]) -> tf.Tensor:
-        """`(max_value,)` float32: the weighted sum of the k-of-n masks of the candidate widths."""
-        if not self.factors:
-            return tf.ones([self.values[0]], tf.float32)
-        table = np.arange(self.max_value)[None, :] < np.asarray(self.values)[:, None]
-        return tf.tensordot(self.weights(masks), tf.constant(table, tf.float32), 1)
-
-    def index(self, indices: Sequence[int]) -> int:
-        """The flat combination index of an architecture's `indices`."""
-        if not self.factors:
-            return 0
-        return int(np.ravel_multi_index([indices[factor] for factor in self.factors], self.shape))
-
-    def value(self, indices: Sequence[int]) -> int:
-        return self.values[self.index(indices)]
-
-    def mapped(self, function) -> "Combination":
-        """The same dependence with every value passed through `function`."""
-        return Combination(self.factors, self.shape, tuple(function(value) for value in self.values))
-
-    def times(self, factor: Optional[int], num_choices: int, function) -> "Combination":
-        """A new width depending also on decision `factor`: `function(value, choice_index)`."""
-        if factor is None:
-            return self.mapped(lambda value: function(value, 0))
-        values = tuple(function(value, choice) for value in self.values for choice in range(num_choices))
-        return Combination(self.factors + (factor,), self.shape + (num_choices,), values)
-
-
-def constant_width(value: int) -> Combination:
-    return Combination(values=(int(value),))
+from tunas_keras.models.supernet_widths import CallContext, Combination
 
 
 def _channels_shape(channels: int) -> tf.TensorShape:
     return tf.TensorShape([None, None, None, channels])
 
 
-class SupernetOp(keras.layers.Layer):
-    """Base of the supernet ops: `call(features, context, training)`, `active_l2`, `export`."""
+def _cut(inputs: tf.Tensor, channels) -> tf.Tensor:
+    """The first `channels` channels of `inputs` (all of them when `channels` is None)."""
+    if channels is None:
+        return inputs
+    return tf.slice(inputs, [0, 0, 0, 0], tf.stack([-1, -1, -1, channels]))
 
-    def active_l2(self, context) -> tf.Tensor:
+
+def _scaled(weight, gate):
+    return weight if gate is None else gate * weight
+
+
+class SupernetOp(keras.layers.Layer):
+    """Base of the supernet ops: `call(features, context, training, gate)`, `active_l2`, `export`."""
+
+    def active_l2(self, context: CallContext) -> tf.Tensor:
         del context
         return tf.constant(0.0)
 
@@ -141,16 +84,21 @@ class ConvBatchNorm(SupernetOp):
             self.batch_norm.build(_channels_shape(self.output_width.max_value))
         super().build(input_shape)
 
-    def call(self, inputs, context=None, training=None):
-        output_mask = context["channels"][self.output_width.key]
-        outputs = self.conv(inputs, input_mask=context["channels"][self.input_width.key], output_mask=output_mask)
+    def call(self, inputs, context=None, training=None, gate=None):
+        inputs = _cut(inputs, context.channels(self.input_width, gate))
+        output_mask = context.mask(self.output_width)
+        outputs = self.conv(
+            inputs,
+            input_mask=context.mask(self.input_width),
+            output_mask=output_mask,
+            output_channels=context.channels(self.output_width, gate),
+        )
         if self.batch_norm is not None:
-            outputs = self.batch_norm(outputs, channel_mask=output_mask, training=training)
+            outputs = self.batch_norm(outputs, channel_mask=output_mask)
         return outputs
 
     def active_l2(self, context):
-        channels = context["channels"]
-        return self.conv.active_l2(channels[self.input_width.key], channels[self.output_width.key])
+        return self.conv.active_l2(context.mask(self.input_width), context.mask(self.output_width))
 
     def export(self, prefix, indices):
         output_channels = self.output_width.value(indices)
@@ -174,13 +122,14 @@ class DepthwiseBatchNorm(SupernetOp):
         self.batch_norm.build(_channels_shape(self.width.max_value))
         super().build(input_shape)
 
-    def call(self, inputs, context=None, training=None):
-        mask = context["channels"][self.width.key]
-        outputs = self.batch_norm(self.depthwise(inputs, channel_mask=mask), channel_mask=mask, training=training)
+    def call(self, inputs, context=None, training=None, gate=None):
+        inputs = _cut(inputs, context.channels(self.width, gate))
+        mask = context.mask(self.width)
+        outputs = self.batch_norm(self.depthwise(inputs, channel_mask=mask), channel_mask=mask)
         return ACTIVATION_FUNCTIONS[self.activation](outputs)
 
     def active_l2(self, context):
-        return self.depthwise.active_l2(context["channels"][self.width.key])
+        return self.depthwise.active_l2(context.mask(self.width))
 
     def export(self, prefix, indices):
         channels = self.width.value(indices)
@@ -191,11 +140,16 @@ class DepthwiseBatchNorm(SupernetOp):
 
 
 class SqueezeExcite(SupernetOp):
-    """Masked squeeze-and-excite: pool → 1×1 (bias) → ReLU → 1×1 (bias) → sigmoid gate."""
+    """Masked squeeze-and-excite (pool → 1×1 → ReLU → 1×1 → sigmoid gate), optionally searched.
 
-    def __init__(self, inner_width, hidden_width, **kwargs):
+    With a `selection` (the decision "no SE / SE") the op computes the weighted sum of its two
+    branches in one pass: `x · (w_off + w_on · gate(x))` (exact for one-hot and fractional
+    weights; the gate's own layers run at the SE branch's gate `gate · w_on`).
+    """
+
+    def __init__(self, inner_width: Combination, hidden_width: Combination, selection=None, **kwargs):
         super().__init__(**kwargs)
-        self.inner_width, self.hidden_width = inner_width, hidden_width
+        self.inner_width, self.hidden_width, self.selection = inner_width, hidden_width, selection
         self.reduce = MaskedConv2D(
             hidden_width.max_value, 1, use_bias=True, kernel_initializer=conv_initializer(), name="se_reduce"
         )
@@ -208,18 +162,29 @@ class SqueezeExcite(SupernetOp):
         self.expand.build(_channels_shape(self.hidden_width.max_value))
         super().build(input_shape)
 
-    def call(self, inputs, context=None, training=None):
-        inner, hidden = context["channels"][self.inner_width.key], context["channels"][self.hidden_width.key]
-        gate = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
-        gate = tf.nn.relu(self.reduce(gate, input_mask=inner, output_mask=hidden))
-        gate = tf.sigmoid(self.expand(gate, input_mask=hidden, output_mask=inner))
-        return inputs * gate
+    def _gate_values(self, inputs, context, gate):
+        inner, hidden = context.mask(self.inner_width), context.mask(self.hidden_width)
+        pooled = tf.reduce_mean(_cut(inputs, context.channels(self.inner_width, gate)), axis=[1, 2], keepdims=True)
+        hidden_channels = context.channels(self.hidden_width, gate)
+        values = tf.nn.relu(self.reduce(pooled, input_mask=inner, output_mask=hidden, output_channels=hidden_channels))
+        inner_channels = context.channels(self.inner_width, gate)
+        return tf.sigmoid(self.expand(values, input_mask=hidden, output_mask=inner, output_channels=inner_channels))
+
+    def call(self, inputs, context=None, training=None, gate=None):
+        if self.selection is None:
+            return inputs * self._gate_values(inputs, context, gate)
+        weights = context.selections[self.selection.key]
+        # An SE branch run on one channel ("slice", weight 0) broadcasts a zero term.
+        return inputs * (weights[0] + weights[1] * self._gate_values(inputs, context, _scaled(weights[1], gate)))
 
     def active_l2(self, context):
-        inner, hidden = context["channels"][self.inner_width.key], context["channels"][self.hidden_width.key]
-        return self.reduce.active_l2(inner, hidden) + self.expand.active_l2(hidden, inner)
+        inner, hidden = context.mask(self.inner_width), context.mask(self.hidden_width)
+        l2 = self.reduce.active_l2(inner, hidden) + self.expand.active_l2(hidden, inner)
+        return l2 if self.selection is None else context.selections[self.selection.key][1] * l2
 
     def export(self, prefix, indices):
+        if self.selection is not None and self.selection.index(indices) == 0:
+            return {}
         inner, hidden = self.inner_width.value(indices), self.hidden_width.value(indices)
         return {
             prefix + "se_reduce": self.reduce.sliced_weights(inner, hidden),
@@ -227,15 +192,8 @@ class SqueezeExcite(SupernetOp):
         }
 
 
-class Identity(SupernetOp):
-    """The "no squeeze-and-excite" branch."""
-
-    def call(self, inputs, context=None, training=None):
-        return inputs
-
-
 class Zero(ZeroBranch):
-    """The "skip" branch of a skippable layer (no weights)."""
+    """The "skip" branch of a skippable layer (no weights, never computed inside a choice)."""
 
     def active_l2(self, context=None):
         return tf.constant(0.0)
@@ -247,14 +205,17 @@ class Zero(ZeroBranch):
 class Choice(SupernetOp):
     """An op decision: a `ChoiceBlock` over `branches`, selected by `selection` (a `Combination`).
 
-    `active_l2` counts the branches whose selection weight is > 0 (a one-hot selection: the
-    chosen branch only; op warmup: all branches).
+    `active_l2` weights each branch's penalty by its selection weight, as the reference's
+    `Switch` masks each option's regulariser by its mask entry: a one-hot selection counts the
+    chosen branch only; under op warmup each of n branches counts 1/n (nested choices multiply).
+    The reference takes the maximum over options for a variable that several options share; no
+    two branches of our choices share a variable, so the weighted sum is the same thing.
     """
 
-    def __init__(self, branches, selection: Combination, **kwargs):
+    def __init__(self, branches, selection: Combination, rematerialize: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.selection = selection
-        self.block = ChoiceBlock(list(branches), name="choice")
+        self.block = ChoiceBlock(list(branches), rematerialize=rematerialize, name="choice")
 
     def build(self, input_shape):
         self.block.build(input_shape)
@@ -264,87 +225,76 @@ class Choice(SupernetOp):
         branches = [branch for branch in self.block.branches if not isinstance(branch, ZeroBranch)]
         return [norm for branch in branches for norm in branch.final_batch_norms()]
 
-    def call(self, inputs, context=None, training=None):
-        selection = context["selections"][self.selection.key]
-        one_hot = bool(context.get("one_hot", False))
-        return self.block(inputs, selection=selection, context=context, training=training, one_hot=one_hot)
+    def call(self, inputs, context=None, training=None, gate=None):
+        return self.block(
+            inputs,
+            selection=context.selections[self.selection.key],
+            context=context,
+            training=training,
+            one_hot=context.one_hot,
+            gate=gate,
+            static_shapes=context.static_shapes,
+        )
 
     def active_l2(self, context):
-        active = tf.cast(context["selections"][self.selection.key] > 0, tf.float32)
-        return tf.add_n([active[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
+        weights = context.selections[self.selection.key]
+        return tf.add_n([weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
 
     def export(self, prefix, indices):
         return self.block.branches[self.selection.index(indices)].export(prefix, indices)
 
 
-class Separable(SupernetOp):
-    """Separable conv: depthwise op (a `DepthwiseBatchNorm` or a kernel `Choice`) → 1×1 project + BN."""
+class Sequence(SupernetOp):
+    """Ops applied one after the other (a separable conv: depthwise op, then 1×1 project + BN)."""
 
-    def __init__(self, depthwise: SupernetOp, project: ConvBatchNorm, **kwargs):
+    def __init__(self, parts, **kwargs):
         super().__init__(**kwargs)
-        self.depthwise, self.project = depthwise, project
+        self.parts = list(parts)
 
     def build(self, input_shape):
-        self.depthwise.build(input_shape)
-        self.project.build(input_shape)
-        super().build(input_shape)
-
-    def call(self, inputs, context=None, training=None):
-        outputs = self.depthwise(inputs, context=context, training=training)
-        return self.project(outputs, context=context, training=training)
-
-    def active_l2(self, context):
-        return self.depthwise.active_l2(context) + self.project.active_l2(context)
-
-    def final_batch_norms(self):
-        return self.project.final_batch_norms()
-
-    def export(self, prefix, indices):
-        return {**self.depthwise.export(prefix, indices), **self.project.export(prefix, indices)}
-
-
-class Bottleneck(SupernetOp):
-    """Inverted bottleneck with operation collapsing: shared 1×1 expand / project convs.
-
-    Args:
-      expand: 1×1 conv + BN from the input width to the inner width.
-      activation: activation after expand and depthwise.
-      depthwise: a `DepthwiseBatchNorm` or a kernel-size `Choice` of them (own weights per size).
-      squeeze_excite: None, a `SqueezeExcite`, or a `Choice` of [`Identity`, `SqueezeExcite`].
-      project: 1×1 conv + BN from the inner width to the output width.
-    """
-
-    def __init__(self, expand, activation, depthwise, squeeze_excite, project, **kwargs):
-        super().__init__(**kwargs)
-        self.expand, self.activation, self.depthwise = expand, activation, depthwise
-        self.squeeze_excite, self.project = squeeze_excite, project
-
-    def _parts(self):
-        return [part for part in (self.expand, self.depthwise, self.squeeze_excite, self.project) if part is not None]
-
-    def build(self, input_shape):
-        for part in self._parts():
+        for part in self.parts:
             part.build(input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, context=None, training=None):
-        outputs = ACTIVATION_FUNCTIONS[self.activation](self.expand(inputs, context=context, training=training))
-        outputs = self.depthwise(outputs, context=context, training=training)
-        if self.squeeze_excite is not None:
-            outputs = self.squeeze_excite(outputs, context=context, training=training)
-        return self.project(outputs, context=context, training=training)
+    def call(self, inputs, context=None, training=None, gate=None):
+        outputs = inputs
+        for part in self.parts:
+            outputs = part(outputs, context=context, training=training, gate=gate)
+        return outputs
 
     def active_l2(self, context):
-        return tf.add_n([part.active_l2(context) for part in self._parts()])
+        return tf.add_n([part.active_l2(context) for part in self.parts])
 
     def final_batch_norms(self):
-        return self.project.final_batch_norms()
+        return self.parts[-1].final_batch_norms()
 
     def export(self, prefix, indices):
         weights = {}
-        for part in self._parts():
+        for part in self.parts:
             weights.update(part.export(prefix, indices))
         return weights
+
+
+class Activation(SupernetOp):
+    """A standalone activation (zero stays zero for all of ours, so masks are preserved)."""
+
+    def __init__(self, activation: str, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activation
+
+    def call(self, inputs, context=None, training=None, gate=None):
+        return ACTIVATION_FUNCTIONS[self.activation](inputs)
+
+
+def separable(depthwise: SupernetOp, project: ConvBatchNorm, name: str) -> Sequence:
+    """Separable conv: a `DepthwiseBatchNorm` (or a kernel `Choice` of them) → 1×1 project + BN."""
+    return Sequence([depthwise, project], name=name)
+
+
+def bottleneck(expand: ConvBatchNorm, activation: str, depthwise, squeeze_excite, project, name: str) -> Sequence:
+    """Inverted bottleneck with operation collapsing: expand / project shared by all kernel and SE choices."""
+    parts = [expand, Activation(activation, name=name + "_expand_act"), depthwise, squeeze_excite, project]
+    return Sequence([part for part in parts if part is not None], name=name)
 
 
 class Residual(SupernetOp):
@@ -358,8 +308,9 @@ class Residual(SupernetOp):
         self.op.build(input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, context=None, training=None):
-        return inputs + self.op(inputs, context=context, training=training)
+    def call(self, inputs, context=None, training=None, gate=None):
+        # A skipped layer's branch ("slice", weight 0) is one zero channel: it broadcasts.
+        return inputs + self.op(inputs, context=context, training=training, gate=gate)
 
     def zero_init(self) -> None:
         """Sets the γ of every batch norm that ends the residual branch to 0 (the block starts as identity)."""
@@ -371,20 +322,3 @@ class Residual(SupernetOp):
 
     def export(self, prefix, indices):
         return self.op.export(prefix, indices)
-
-
-class Activation(SupernetOp):
-    """A standalone activation (zero stays zero for all of ours, so masks are preserved)."""
-
-    def __init__(self, activation: str, **kwargs):
-        super().__init__(**kwargs)
-        self.activation = activation
-
-    def call(self, inputs, context=None, training=None):
-        return ACTIVATION_FUNCTIONS[self.activation](inputs)
-
-
-def squeeze_excite_width(inner: Combination) -> Combination:
-    """Hidden width of the SE module: `make_divisible(inner * 0.25)` of the CHOSEN inner width."""
-    return inner.mapped(lambda value: make_divisible(value * 0.25))
-

@@ -14,15 +14,38 @@ References: Bender et al., CVPR 2020, §3 (REINFORCE over independent categorica
 
 from __future__ import annotations
 
+from typing import NamedTuple, Union
+
 import numpy as np
 import tensorflow as tf
 
-from tunas_keras.masks import WarmupDropout, one_hot_masks
+from tunas_keras.masks import WarmupDropout, one_hot_masks, pad_masks
 from tunas_keras.schema import Architecture, SearchSpace, decision_parents
 
 # Logit of the padding entries of the [num_decisions, max_choices] matrix: finite (so that
 # 0 * padding stays 0) and small enough that exp() underflows to exactly 0 in float32.
 PADDING_LOGIT = -1e9
+# A choice is active in a (warmup) mask when its weight exceeds this (as the reference).
+ACTIVE_MASK_THRESHOLD = 1e-6
+
+
+class Sample(NamedTuple):
+    """A sampled architecture with the masks the supernet trains it with (after op / filter warmup).
+
+    Every field may carry leading batch dimensions (e.g. `[K, ...]` for K samples).
+
+    Attributes:
+      indices: int32 `[num_decisions]`, the controller's draw.
+      masks: float32 `[num_decisions, max_choices]`, the per-decision masks after warmup,
+        zero-padded (`tunas_keras.masks.pad_masks`).
+      replaced: bool `[num_decisions]`, the decisions that warmup replaced.
+      probability: float32 `[num_decisions]`, each decision's replacement probability.
+    """
+
+    indices: tf.Tensor
+    masks: tf.Tensor
+    replaced: tf.Tensor
+    probability: tf.Tensor
 
 
 def decision_ancestors(space: SearchSpace) -> list[list[tuple[int, int]]]:
@@ -60,7 +83,13 @@ class Controller(tf.Module):
         self.max_choices = max(self.num_choices)
         with self.name_scope:
             self.logits = [
-                tf.Variable(tf.zeros([count]), name=f"logits_{position:02d}_{decision.tag}")
+                # ONLY_FIRST_REPLICA: the REINFORCE update assigns the same (all-reduced) value on
+                # every replica, in replica context (legal under MirroredStrategy with it).
+                tf.Variable(
+                    tf.zeros([count]),
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                    name=f"logits_{position:02d}_{decision.tag}",
+                )
                 for position, (count, decision) in enumerate(zip(self.num_choices, space.decisions))
             ]
         self.warmup = WarmupDropout(space)
@@ -79,6 +108,8 @@ class Controller(tf.Module):
             for column, (parent, choice) in enumerate(chain):
                 self._ancestor_positions[position, column] = parent
                 self._ancestor_choices[position, column] = choice
+        # Where each (ancestor position, choice) sits in a flattened [D, max_choices] matrix.
+        self._ancestor_keys = self._ancestor_positions * self.max_choices + np.maximum(self._ancestor_choices, 0)
 
     def padded_logits(self) -> tf.Tensor:
         """Float32 `[num_decisions, max_choices]`; padding entries are `PADDING_LOGIT`."""
@@ -116,25 +147,55 @@ class Controller(tf.Module):
           probability `op_probability` by the average of its choices and each filter decision
           with probability `filter_probability` by its largest choice.
         """
-        sample_seed, warmup_seed = tf.unstack(tf.random.experimental.stateless_split(_check_seed(seed), 2))
-        indices = self.sample(sample_seed)
-        masks = self.warmup(one_hot_masks(self.space, indices), op_probability, filter_probability, warmup_seed)
+        indices, masks, _, _ = self._draw(seed, op_probability, filter_probability)
         return indices, masks
 
-    def active(self, indices) -> tf.Tensor:
-        """Bool `[..., num_decisions]`: whether each decision matters for `indices`."""
-        indices = self._check_indices(indices)
-        chosen = tf.gather(indices, tf.constant(self._ancestor_positions), axis=-1)  # [..., D, depth]
-        required = tf.constant(self._ancestor_choices)
-        return tf.reduce_all((chosen == required) | (required < 0), axis=-1)
+    def sample_with_warmup(self, seed, op_probability=0.0, filter_probability=0.0) -> Sample:
+        """As `sample_masks` (the same draws), as a `Sample` that `log_prob` / `entropy` score."""
+        indices, masks, replaced, probability = self._draw(seed, op_probability, filter_probability)
+        return Sample(indices, pad_masks(self.space, masks), replaced, probability)
 
-    def log_prob(self, indices) -> tf.Tensor:
-        """Log π(indices) over the active decisions; indices `[..., num_decisions]` -> `[...]`."""
-        indices = self._check_indices(indices)
+    def _draw(self, seed, op_probability, filter_probability):
+        sample_seed, warmup_seed = tf.unstack(tf.random.experimental.stateless_split(_check_seed(seed), 2))
+        indices = self.sample(sample_seed)
+        masks, replaced, probability = self.warmup.replace(
+            one_hot_masks(self.space, indices), op_probability, filter_probability, warmup_seed
+        )
+        return indices, masks, replaced, probability
+
+    def active(self, sample: Union[tf.Tensor, Sample]) -> tf.Tensor:
+        """Bool `[..., num_decisions]`: whether each decision matters for `sample`.
+
+        For indices: every choice on the path to the decision is the chosen one. For a `Sample`
+        (as the reference): every choice on the path has a mask weight > 1e-6, so under op
+        warmup the decisions nested in an averaged op are active too.
+        """
+        required = tf.constant(self._ancestor_choices)
+        if isinstance(sample, Sample):
+            self._check_indices(sample.indices)
+            flat = tf.reshape(sample.masks, tf.concat([tf.shape(sample.masks)[:-2], [-1]], axis=0))
+            on = tf.gather(flat, tf.constant(self._ancestor_keys), axis=-1) > ACTIVE_MASK_THRESHOLD  # [..., D, depth]
+        else:
+            indices = self._check_indices(sample)
+            on = tf.gather(indices, tf.constant(self._ancestor_positions), axis=-1) == required
+        return tf.reduce_all(on | (required < 0), axis=-1)
+
+    def log_prob(self, sample: Union[tf.Tensor, Sample]) -> tf.Tensor:
+        """Log-probability over the active decisions: `[..., num_decisions]` (or a `Sample`) -> `[...]`.
+
+        A `Sample` is scored as the reference scores a warmup sample: a replaced decision
+        contributes `log q` (no gradient), the others `log(1 − q) + log π(choice)`, with `q` the
+        replacement probability; without replacements this is the plain log-probability.
+        """
+        indices = self._check_indices(sample.indices if isinstance(sample, Sample) else sample)
         log_probs = tf.nn.log_softmax(self.padded_logits())  # [D, C]
         one_hot = tf.one_hot(indices, self.max_choices)  # [..., D, C]
         selected = tf.reduce_sum(one_hot * log_probs, axis=-1)  # [..., D]
-        return tf.reduce_sum(tf.where(self.active(indices), selected, 0.0), axis=-1)
+        if isinstance(sample, Sample):
+            probability = tf.cast(sample.probability, tf.float32)
+            kept = tf.math.log(tf.maximum(1.0 - probability, 1e-30)) + selected
+            selected = tf.where(sample.replaced, tf.math.log(tf.maximum(probability, 1e-30)), kept)
+        return tf.reduce_sum(tf.where(self.active(sample), selected, 0.0), axis=-1)
 
     def decision_entropies(self) -> tf.Tensor:
         """Entropy of each decision's distribution, float32 `[num_decisions]`."""
@@ -146,8 +207,9 @@ class Controller(tf.Module):
         """Entropy of the policy, counting nested decisions only where their parent is active.
 
         Args:
-          indices: optional `[..., num_decisions]` sample. With it, the sum of the entropies of
-            the decisions active in that sample; without it, the exact entropy of the policy,
+          indices: optional `[..., num_decisions]` sample or `Sample`. With it, the sum of the
+            entropies of the decisions active in that sample (for a `Sample`: active in its
+            warmup masks, as the reference); without it, the exact entropy of the policy,
             `sum_d P(d is active) · H_d`, where `P(d is active)` is the product of the
             probabilities of the choices on the path to `d`.
         """
@@ -156,8 +218,7 @@ class Controller(tf.Module):
             return tf.reduce_sum(tf.where(self.active(indices), entropies, 0.0), axis=-1)
         probabilities = tf.where(self._valid, tf.nn.softmax(self.padded_logits()), 0.0)
         flat = tf.reshape(probabilities, [-1])
-        keys = self._ancestor_positions * self.max_choices + tf.maximum(self._ancestor_choices, 0)
-        ancestors = tf.where(self._ancestor_choices >= 0, tf.gather(flat, keys), 1.0)
+        ancestors = tf.where(self._ancestor_choices >= 0, tf.gather(flat, self._ancestor_keys), 1.0)
         return tf.reduce_sum(tf.reduce_prod(ancestors, axis=-1) * entropies)
 
     def most_likely(self) -> tf.Tensor:

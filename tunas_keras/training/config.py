@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any, Optional, Type, TypeVar, get_type_hints
 
+import yaml
+
 ConfigT = TypeVar("ConfigT")
 
 
@@ -37,6 +39,7 @@ class RunConfig:
     learning_rate: float = 0.165
     learning_rate_warmup_fraction: float = 0.025
     label_smoothing: float = 0.1
+    # L2 as the reference: a penalty weight_decay / 2 · Σw² over the non-classifier kernels.
     weight_decay: float = 4e-5
     # Start each residual branch's last batch-norm gamma at 0 (Goyal et al. 2017; not the reference
     # recipe): deep networks then train in a short budget (docs/benchmarks.md, "Embedded dataset").
@@ -69,13 +72,25 @@ class SearchConfig(RunConfig):
     optimizer: str = "adam"
     learning_rate: float = 0.032
     validation_batch_multiplier: int = 4
+    # None: the reference's search default for the space (3e-5 mobilenet_v3_like, 4e-5 otherwise).
+    weight_decay: Optional[float] = None
+    # Architectures sampled per replica and step: the replica's training batch is split into this
+    # many micro-batches (one architecture each, one optimizer step on the mean gradient) and its
+    # validation batch into as many groups. The paper's v3-32 TPU run: 32 per step in total
+    # (e.g. --batch_size=4096 --architectures_per_step=32 on one device: micro-batches of 128, the
+    # per-core batch of a v3-32). Demo: 4 (docs/benchmarks.md, controller simulation).
+    architectures_per_step: int = 4
     model_dir: str = "runs/search"
-    # Controller: Adam(0, 0.999, 1e-8); lr = base × batch / 256, 0 for the first 25 %, then × 10^progress.
+    # Controller: Adam(0, 0.999, 1e-8) over per-sample gradients; lr = base × batch / 256, 0 for the
+    # first int(0.25 · steps) steps, then × 10^progress (×1 at the delay, ×10 at the end).
     # The reference uses base 3e-4 over ~27k steps; a run of a hundred steps needs a larger base
     # for the policy to move as far, hence the demo default.
     rl_learning_rate: float = 0.1
     rl_delay_fraction: float = 0.25
     entropy_weight: float = 0.0
+    # "auto": "slice" on CPU, "mask" on GPU / TPU (tunas_keras.models.supernet, docs/benchmarks.md).
+    supernet_execution: str = "auto"
+    jit_compile: Optional[bool] = None  # None: XLA for the "mask" execution on a GPU / TPU
     op_warmup: bool = True
     filter_warmup: bool = True
     warmup_fraction: float = 0.25
@@ -112,7 +127,7 @@ FIELD_HELP = {
     "batch_size": "Global training batch size (split over replicas).",
     "image_size": "Input image height and width in pixels.",
     "strategy": "tf.distribute strategy: auto (all GPUs if several, else one device), one_device, mirrored, "
-    "multi_worker.",
+    "multi_worker, tpu.",
     "model_dir": "Directory for checkpoints, summaries, config.json and results; rerunning the same command "
     "resumes there.",
     "seed": "Seed of the initial weights, the data order and augmentation, and the sampled architectures.",
@@ -121,7 +136,9 @@ FIELD_HELP = {
     "learning_rate": "Base learning rate; the peak is base x batch_size / 256 (linear warmup, then cosine to 0).",
     "learning_rate_warmup_fraction": "Fraction of the steps with a linear learning-rate warmup, in [0, 1).",
     "label_smoothing": "Label smoothing of the cross-entropy, in [0, 1).",
-    "weight_decay": "L2 coefficient on the (active) convolution and classifier kernels.",
+    "weight_decay": "L2 as the reference: a penalty weight_decay / 2 x sum of squares of the non-classifier kernels.",
+    "SearchConfig.weight_decay": "L2 as the reference (weight_decay / 2 x sum of squares of the active "
+    "non-classifier kernels); None: the space's search default (3e-5 mobilenet_v3_like, 4e-5 otherwise).",
     "zero_init_residual": "Start each residual branch's last batch-norm gamma at 0 (not the reference recipe; "
     "helps short runs).",
     "checkpoint_every": "Steps between checkpoints (the last step is always checkpointed).",
@@ -136,6 +153,11 @@ FIELD_HELP = {
     "beta": "Cost exponent / penalty beta of the reward, a negative number.",
     "cost_model": "Cost model: pixel1 (simulated Pixel-1 latency, ms), macs, params, or a coefficient .json file.",
     "validation_batch_multiplier": "Validation (reward) batch size as a multiple of --batch_size.",
+    "architectures_per_step": "Architectures sampled per replica and step (the training batch is split into as "
+    "many micro-batches, one architecture each).",
+    "supernet_execution": "How the supernet computes the active channels: slice, mask, or auto (slice on CPU, mask "
+    "on GPU / TPU).",
+    "jit_compile": "Compile the search step with XLA; None: XLA for the mask execution on a GPU / TPU.",
     "rl_learning_rate": "Base RL (controller) learning rate; scaled by batch_size / 256, 0 during the RL delay, "
     "then x 10^progress.",
     "rl_delay_fraction": "Fraction of the steps before the controller starts learning, in [0, 1].",
@@ -189,6 +211,7 @@ FIELD_CHECKS = {
     "target_latency": ((lambda value: value > 0), "a number > 0"),
     "beta": ((lambda value: value < 0), "a negative number"),
     "validation_batch_multiplier": _at_least(1),
+    "architectures_per_step": _at_least(1),
     "rl_learning_rate": _at_least(0, integer=False),
     "rl_delay_fraction": _in_range(0, 1, closed_high=True),
     "entropy_weight": _at_least(0, integer=False),
@@ -218,11 +241,15 @@ def validate_config(config: Any) -> None:
     if getattr(config, "steps", 1) is None and getattr(config, "epochs", None) is None:
         raise ValueError("Invalid value for argument `steps`. Expected an int >= 1 (or --epochs). Received: None")
     # Imported here: the registries import TensorFlow, this module should stay light.
+    from tunas_keras.models.supernet_widths import EXECUTION_MODES  # pylint: disable=import-outside-toplevel
     from tunas_keras.search.rewards import REWARDS  # pylint: disable=import-outside-toplevel
     from tunas_keras.training.schedules import OPTIMIZERS  # pylint: disable=import-outside-toplevel
     from tunas_keras.training.trainer import STRATEGIES  # pylint: disable=import-outside-toplevel
 
-    choices = {"optimizer": sorted(OPTIMIZERS), "strategy": list(STRATEGIES), "reward": sorted(REWARDS)}
+    choices = {
+        "optimizer": sorted(OPTIMIZERS), "strategy": list(STRATEGIES), "reward": sorted(REWARDS),
+        "supernet_execution": [*EXECUTION_MODES, "auto"],
+    }
     for name, allowed in choices.items():
         value = getattr(config, name, None)
         if value is not None and value not in allowed:
@@ -297,8 +324,6 @@ def load_config_file(config_class: Type[ConfigT], path: str) -> ConfigT:
         text = handle.read()
     try:
         if path.endswith((".yaml", ".yml")):
-            import yaml  # pylint: disable=import-outside-toplevel
-
             try:
                 data = yaml.safe_load(text) or {}
             except yaml.YAMLError as error:

@@ -18,8 +18,8 @@ from typing import Optional
 import search_spaces
 from tunas_keras.cost_models import get_cost_model
 from tunas_keras.cost_models.sampling import sample_architectures
-from tunas_keras.training import train as train_lib
 from tunas_keras.errors import user_input
+from tunas_keras.training import train as train_lib
 from tunas_keras.training.config import RunConfig, TrainConfig, validate_config
 from tunas_keras.training.trainer import check_config_compatible, prepare_model_dir, write_atomic
 

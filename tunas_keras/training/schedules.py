@@ -47,16 +47,44 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
+    """`int(warmup_fraction · total_steps)`, as the reference counts its warmup steps."""
+    return int(float(warmup_fraction) * int(total_steps))
+
+
 def warmup_probability(step, total_steps: int, warmup_fraction: float = 0.25):
-    """Op / filter warmup probability: 1 at step 0, linearly down to 0 at `warmup_fraction`."""
-    step = tf.cast(step, tf.float32)
-    warmup_steps = max(warmup_fraction * total_steps, 1.0)
-    return tf.clip_by_value(1.0 - step / warmup_steps, 0.0, 1.0)
+    """Op / filter warmup probability: `1 − step / warmup_steps`, clipped to [0, 1]; 0 without warmup steps.
+
+    As the reference's `linear_decay`: 1 at step 0, 0 from `warmup_steps = int(fraction · total)` on.
+    """
+    count = warmup_steps(total_steps, warmup_fraction)
+    if count == 0:
+        return tf.constant(0.0)
+    return tf.clip_by_value(1.0 - tf.cast(step, tf.float32) / float(count), 0.0, 1.0)
+
+
+class ReferenceRMSprop(keras.optimizers.legacy.RMSprop):
+    """The legacy Keras RMSprop with its `rms` slot starting at ONES, as TF1's `RMSPropOptimizer`.
+
+    Keras starts the mean square at zeros, so its first steps divide by `√((1 − ρ)·g² + ε)`
+    instead of `√(ρ + (1 − ρ)·g² + ε)`: with ε = 1 the difference is small, but it is not the
+    reference's optimizer. Everything else (ε inside the square root, momentum) is already TF1's.
+    """
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self.add_slot(var, "rms", initializer="ones")
+        if self._momentum:
+            for var in var_list:
+                self.add_slot(var, "momentum")
+        if self.centered:
+            for var in var_list:
+                self.add_slot(var, "mg")
 
 
 def _rmsprop(learning_rate):
     # The legacy RMSprop applies epsilon inside the square root, as the reference (TF1) optimizer.
-    return keras.optimizers.legacy.RMSprop(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1.0)
+    return ReferenceRMSprop(learning_rate=learning_rate, rho=0.9, momentum=0.9, epsilon=1.0)
 
 
 OPTIMIZERS = {
@@ -77,3 +105,12 @@ def make_optimizer(name: str, base_learning_rate: float, batch_size: int, total_
     peak = scaled_learning_rate(base_learning_rate, batch_size)
     schedule = WarmupCosine(peak, total_steps, int(warmup_fraction * total_steps))
     return OPTIMIZERS[name](schedule)
+
+
+def create_optimizer_slots(optimizer, variables) -> None:
+    """Creates a (legacy) optimizer's iteration counter, hyper-parameters and slots for `variables`.
+
+    Call it where the model is built (inside the strategy's scope): a `tf.function` whose first
+    trace creates variables is traced a second time, which doubles the first step's tracing.
+    """
+    optimizer._create_all_weights(list(variables))  # pylint: disable=protected-access

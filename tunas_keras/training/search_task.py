@@ -1,12 +1,20 @@
 """The TuNAS search as a `Task`: one step = sample → weight step → validation reward → REINFORCE.
 
-Per replica and step (all inside `strategy.run` in one `tf.function`):
-1. sample an architecture α from the controller (stateless, seeded by step and replica);
-2. train the shared weights on a *training* batch with α's masks after op / filter warmup;
-3. score α on a *validation* batch 4× larger (top-1 accuracy Q, batch statistics);
-4. reward = f(Q, T(α)/T0) and one REINFORCE step (baseline over the cross-replica mean).
+Per replica and step (all inside `strategy.run` in one `tf.function`), with K =
+`architectures_per_step`:
+1. split the replica's training batch into K micro-batches; for each (one `tf.while_loop`, so the
+   supernet is traced once whatever K), sample an architecture α_k from the controller
+   (stateless, seeded by step and global sample index `replica · K + k`), apply op / filter
+   warmup and accumulate the gradient of its micro-batch (batch-norm statistics per
+   micro-batch); one optimizer step on the mean gradient;
+2. split the validation batch (4× larger) into K groups; score each α_k on its group with the
+   masks it was trained with (top-1 accuracy Q, batch statistics; during the RL delay these are
+   the warmup masks, as the reference);
+3. reward_k = f(Q_k, T(α_k)/T0) and one REINFORCE step over all K × replicas samples (baseline
+   over their mean, `CrossSampleAdam`).
 
-References: Bender et al., CVPR 2020, §4 and Appendix E; design.md §4–§5.
+References: Bender et al., CVPR 2020, §4 and Appendix E; design.md §4–§5; google-research
+`tunas/mobile_architecture_search.py`.
 """
 
 from __future__ import annotations
@@ -19,18 +27,28 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
 
-from search_spaces import get_search_space
 from tunas_keras import cost_models, datasets, masks
 from tunas_keras.models.supernet import build_supernet
+from tunas_keras.registry import get_search_space
 from tunas_keras.search import rewards
-from tunas_keras.search.controller import Controller
-from tunas_keras.search.reinforce import Reinforce, rl_learning_rate
+from tunas_keras.search.controller import Controller, Sample
+from tunas_keras.search.reinforce import Reinforce, rl_delay_steps, rl_learning_rate
 from tunas_keras.training import report, schedules
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
 
 _SEED_STRIDE = 1_000_003  # keeps the per-purpose seed streams apart
+# The reference's default search weight decay: 3e-5 for the MobileNetV3-like space (which it
+# trains in bfloat16), 4e-5 for the others (`mobile_architecture_search.py`).
+SEARCH_WEIGHT_DECAY = {"mobilenet_v3_like": 3e-5}
+DEFAULT_SEARCH_WEIGHT_DECAY = 4e-5
+
+
+def default_search_weight_decay(space) -> float:
+    """The reference's search weight decay for `space` (a `SearchSpace` or its name)."""
+    return SEARCH_WEIGHT_DECAY.get(get_search_space(space).name, DEFAULT_SEARCH_WEIGHT_DECAY)
 
 
 def total_steps_for(steps: Optional[int], epochs: Optional[float], num_examples: int, batch_size: int) -> int:
@@ -42,6 +60,14 @@ def total_steps_for(steps: Optional[int], epochs: Optional[float], num_examples:
     if steps is None or steps < 1:
         raise ValueError(f"Invalid value for argument `steps`. Expected an int >= 1. Received: steps={steps!r}")
     return int(steps)
+
+
+def _use_xla(jit_compile: Optional[bool], execution: str) -> bool:
+    """`jit_compile` if set, else XLA for the static-shape "mask" execution on an accelerator."""
+    if jit_compile is not None:
+        return bool(jit_compile)
+    accelerator = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return execution == "mask" and accelerator
 
 
 def dataset_from_config(config):
@@ -69,38 +95,77 @@ def top1_accuracy(labels, logits):
 
 
 class SearchTask(Task):
-    """A TuNAS search over `config.space` on `config.dataset`."""
+    """A TuNAS search over `config.space` (or `space`, e.g. a custom `SearchSpace`) on `config.dataset`."""
 
-    def __init__(self, config: SearchConfig):
+    def __init__(self, config: SearchConfig, space=None):
         self.config = config
-        self.space = get_search_space(config.space)
+        self.space = get_search_space(space if space is not None else config.space)
         self.target_latency = config.target_latency or self.space.target_latency
         self.reward = rewards.get_reward(config.reward, beta=config.beta, target=self.target_latency)
         self.cost_model = cost_models.get_cost_model(config.cost_model, self.space)
+        self.architectures_per_step = int(config.architectures_per_step)
+        if self.architectures_per_step < 1:
+            raise ValueError(
+                "Invalid value for argument `architectures_per_step`. Expected an int >= 1. "
+                f"Received: architectures_per_step={config.architectures_per_step!r}"
+            )
+        self.weight_decay = (
+            config.weight_decay if config.weight_decay is not None else default_search_weight_decay(self.space)
+        )
         self.data = dataset_from_config(config)
         self.total_steps = total_steps_for(
             config.steps, config.epochs, self.data.num_examples("train"), config.batch_size
         )
+        self.rl_delay = rl_delay_steps(self.total_steps, config.rl_delay_fraction)
+        self.warmup_steps = schedules.warmup_steps(self.total_steps, config.warmup_fraction)
+        if (config.op_warmup or config.filter_warmup) and self.warmup_steps > self.rl_delay:
+            # As the reference: the controller must not learn from warmup-modified samples.
+            raise ValueError(
+                "Invalid value for argument `warmup_fraction`: op / filter warmup "
+                f"({self.warmup_steps} steps) cannot be longer than the RL delay ({self.rl_delay} steps). "
+                f"Expected warmup_fraction <= rl_delay_fraction. Received: warmup_fraction={config.warmup_fraction}, "
+                f"rl_delay_fraction={config.rl_delay_fraction}"
+            )
         self.validation_batch_size = config.batch_size * config.validation_batch_multiplier
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
         config = self.config
         self.num_replicas = strategy.num_replicas_in_sync
+        self._check_batch_sizes()
         shape = (config.image_size, config.image_size, 3)
         self.supernet = build_supernet(
             self.space,
             num_classes=self.data.num_classes,
             input_shape=shape,
             zero_init_residual=config.zero_init_residual,
+            execution=config.supernet_execution,
         )
-        self.supernet(tf.zeros((1,) + shape), masks.uniform_masks(self.space), training=False)
+        self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
+        logging.info(
+            "Supernet execution: %s%s (--supernet_execution=%s)",
+            self.supernet.execution, " with XLA" if self.jit_compile else "", config.supernet_execution,
+        )
         self.optimizer = schedules.make_optimizer(
             config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
             config.learning_rate_warmup_fraction,
         )
+        # Slots now, not in the first step: a tf.function that creates variables traces twice.
+        schedules.create_optimizer_slots(self.optimizer, self.supernet.trainable_variables)
         self.controller = Controller(self.space)
         self.rl_base_learning_rate = schedules.scaled_learning_rate(config.rl_learning_rate, config.batch_size)
         self.reinforce = Reinforce(self.controller, entropy_weight=config.entropy_weight)
+
+    def _check_batch_sizes(self) -> None:
+        count = self.num_replicas * self.architectures_per_step
+        sizes = (("batch_size", self.config.batch_size), ("validation batch", self.validation_batch_size))
+        for argument, size in sizes:
+            if size % count:
+                raise ValueError(
+                    f"Invalid value for argument `{argument}`: {size} images do not split into "
+                    f"{self.num_replicas} replica(s) x {self.architectures_per_step} architectures per step. "
+                    f"Expected a multiple of {count}. Received: batch_size={self.config.batch_size}, "
+                    f"architectures_per_step={self.architectures_per_step}"
+                )
 
     def checkpoint_items(self) -> dict:
         return {
@@ -122,53 +187,132 @@ class SearchTask(Task):
 
         return make
 
-    def _seed(self, step):
-        """Stateless seed of this step and replica (so a resumed run draws what an uninterrupted one draws)."""
+    def _seed(self, step, index):
+        """Stateless seed of this step and global sample `replica · K + index` (resumes draw the same)."""
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
-        return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, replica])
+        sample = replica * self.architectures_per_step + tf.cast(index, tf.int64)
+        return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, sample])
 
-    def _weight_step(self, images, labels, step_masks):
+    def phase(self, step: int) -> str:
+        """"op_warmup" while op warmup may make op masks fractional, then "one_hot".
+
+        One step function per phase: the one-hot graph runs each kernel-size choice as one
+        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks.
+        """
+        if not self.config.op_warmup:
+            return "one_hot"
+        probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
+        return "op_warmup" if float(probability) > 0.0 else "one_hot"
+
+    def _split(self, tensor):
+        """`[K · n, ...]` -> `[K, n, ...]` (the K micro-batches / validation groups)."""
+        return tf.reshape(tensor, [self.architectures_per_step, -1] + tensor.shape[1:].as_list())
+
+    def _micro_batch_gradients(self, images, labels, step, op_probability, filter_probability, one_hot):
+        """Samples K architectures and sums the gradients of their micro-batches (one traced loop body).
+
+        Returns:
+          `(gradient sums, [loss, cross-entropy, regularisation, accuracy] sums, Sample of [K, ...])`.
+        """
         variables = self.supernet.trainable_variables
-        with tf.GradientTape() as tape:
-            # Without op warmup every op mask is one-hot: the smaller one-hot graph suffices.
-            logits = self.supernet(images, step_masks, training=True, one_hot=not self.config.op_warmup)
-            cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
-            regularization = self.config.weight_decay * self.supernet.regularization_loss(step_masks)
-            loss = cross_entropy + regularization
-            scaled = loss / self.num_replicas  # optimizers sum gradients across replicas
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return loss, cross_entropy, top1_accuracy(labels, logits)
+        count = self.architectures_per_step
+        fields = [
+            tf.TensorArray(dtype, size=count, element_shape=shape)
+            for dtype, shape in (
+                (tf.int32, [self.space.num_decisions]),
+                (tf.float32, [self.space.num_decisions, max(self.space.num_choices)]),
+                (tf.bool, [self.space.num_decisions]),
+                (tf.float32, [self.space.num_decisions]),
+            )
+        ]
 
-    def replica_step(self, inputs, step) -> dict:
+        def body(index, gradient_sums, stat_sums, fields):
+            sample = self.controller.sample_with_warmup(self._seed(step, index), op_probability, filter_probability)
+            sample_masks = masks.unpad_masks(self.space, sample.masks)
+            with tf.GradientTape() as tape:
+                logits = self.supernet(images[index], sample_masks, training=True, one_hot=one_hot)
+                cross_entropy = classification_loss(labels[index], logits, self.config.label_smoothing)
+                # The reference's l2(weight_decay / 2) over the active non-classifier kernels.
+                regularization = self.weight_decay / 2 * self.supernet.regularization_loss(sample_masks)
+                loss = cross_entropy + regularization
+            gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradient_sums = [total + tf.convert_to_tensor(g) for total, g in zip(gradient_sums, gradients)]
+            stats = tf.stack([loss, cross_entropy, regularization, top1_accuracy(labels[index], logits)])
+            fields = [array.write(index, value) for array, value in zip(fields, sample)]
+            return index + 1, gradient_sums, stat_sums + stats, fields
+
+        _, gradient_sums, stat_sums, fields = tf.while_loop(
+            lambda index, *_: index < count,
+            body,
+            (tf.constant(0), [tf.zeros_like(v) for v in variables], tf.zeros([4]), fields),
+            parallel_iterations=1,
+        )
+        return gradient_sums, stat_sums, Sample(*(array.stack() for array in fields))
+
+    def _qualities(self, images, labels, samples: Sample, one_hot):
+        """Top-1 accuracy of each sample on its validation group, `[K]` (one traced loop body)."""
+
+        def score(index):
+            sample_masks = masks.unpad_masks(self.space, samples.masks[index])
+            logits = self.supernet(images[index], sample_masks, training=False, one_hot=one_hot)
+            return top1_accuracy(labels[index], logits)
+
+        return tf.map_fn(
+            score, tf.range(self.architectures_per_step), fn_output_signature=tf.float32, parallel_iterations=1
+        )
+
+    def search_step(self, inputs, step, phase="op_warmup") -> dict:
+        """One search step on this replica; per-sample values are `[K]` tensors (see the module docstring)."""
         (train_images, train_labels), (valid_images, valid_labels) = inputs
         probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
-        indices, step_masks = self.controller.sample_masks(self._seed(step), op_probability, filter_probability)
-        loss, cross_entropy, train_accuracy = self._weight_step(train_images, train_labels, step_masks)
-
-        # The reward scores the sampled architecture itself (no warmup replacement).
-        sampled = masks.one_hot_masks(self.space, indices)
-        quality = top1_accuracy(valid_labels, self.supernet(valid_images, sampled, training=False, one_hot=True))
-        cost = self.cost_model.batch_cost(indices[tf.newaxis])[0]
+        gradient_sums, stat_sums, samples = self._micro_batch_gradients(
+            self._split(train_images), self._split(train_labels), step, op_probability, filter_probability,
+            one_hot=phase == "one_hot",
+        )
+        # Mean over the K micro-batches; optimizers sum across replicas, hence also / replicas.
+        scale = 1.0 / (self.architectures_per_step * self.num_replicas)
+        variables = self.supernet.trainable_variables
+        self.optimizer.apply_gradients(zip([g * scale for g in gradient_sums], variables))
+        quality = self._qualities(self._split(valid_images), self._split(valid_labels), samples, phase == "one_hot")
+        cost = self.cost_model.mask_cost(samples.masks)
         reward = self.reward(quality, cost)
         learning_rate = rl_learning_rate(
             step, self.total_steps, self.rl_base_learning_rate, self.config.rl_delay_fraction
         )
-        rl_stats = self.reinforce.step(indices, reward, learning_rate)
+        rl_stats = self.reinforce.step(samples, reward, learning_rate)
+        means = stat_sums / float(self.architectures_per_step)
         return {
-            "loss": loss,
-            "cross_entropy": cross_entropy,
-            "train_accuracy": train_accuracy,
-            "valid_accuracy": quality,
+            "samples": samples,
+            "quality": quality,
+            "cost": cost,
             "reward": reward,
+            "loss": means[0],
+            "cross_entropy": means[1],
+            "regularization_loss": means[2],
+            "train_accuracy": means[3],
+            "rl_learning_rate": learning_rate,
+            "warmup_probability": probability,
+            "rl": rl_stats,
+        }
+
+    def replica_step(self, inputs, step, phase=None) -> dict:
+        result = self.search_step(inputs, step, phase or self.phase(0))
+        cost = tf.reduce_mean(result["cost"])
+        return {
+            "loss": result["loss"],
+            "cross_entropy": result["cross_entropy"],
+            "regularization_loss": result["regularization_loss"],
+            "train_accuracy": result["train_accuracy"],
+            "valid_accuracy": tf.reduce_mean(result["quality"]),
+            "reward": tf.reduce_mean(result["reward"]),
             "cost": cost,
             "cost_ratio": cost / self.target_latency,
-            "rl_learning_rate": tf.cast(learning_rate, tf.float32),
-            "warmup_probability": probability,
+            "rl_learning_rate": tf.cast(result["rl_learning_rate"], tf.float32),
+            "warmup_probability": result["warmup_probability"],
             "learning_rate": tf.cast(self.optimizer.learning_rate(self.optimizer.iterations), tf.float32),
-            **{key: tf.cast(value, tf.float32) for key, value in rl_stats.items() if key != "loss"},
+            **{key: tf.cast(value, tf.float32) for key, value in result["rl"].items() if key not in ("loss", "reward")},
         }
 
     def most_likely(self):

@@ -18,13 +18,12 @@ import tf_keras as keras
 
 import search_spaces
 from tunas_keras.export import sources
-from tunas_keras.models.standalone import build_model
+from tunas_keras.models.standalone import build_model, kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy
-from tunas_keras.training.search_task import total_steps_for
+from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy, total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
@@ -39,9 +38,16 @@ def default_dropout_rate(epochs: float, architecture) -> float:
     return 0.25 if mobilenet_v3 else 0.15
 
 
+CLASSIFIER = "classifier"  # the final dense layer of `build_model`: not regularised (reference `_make_head`)
+
+
 def kernel_l2(model: keras.Model):
-    """Sum of squared convolution, depthwise and dense kernels (batch norm and biases excluded)."""
-    kernels = [v for v in model.trainable_variables if "kernel" in v.name]
+    """Σw² over the convolution, depthwise and squeeze-excite kernels (not biases, batch norm or the classifier).
+
+    Multiply by `weight_decay / 2`: the reference's `l2(weight_decay / 2)` (tf.contrib semantics).
+    """
+    classifier = {id(weight) for weight in model.get_layer(CLASSIFIER).weights}
+    kernels = [kernel for kernel in kernel_weights(model) if id(kernel) not in classifier]
     return tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
 
 
@@ -82,6 +88,7 @@ class StandaloneTask(Task):
             config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
             config.learning_rate_warmup_fraction,
         )
+        schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
         self.averages = None
         if config.weight_ema:
             self.averages = [
@@ -104,13 +111,14 @@ class StandaloneTask(Task):
 
         return make
 
-    def replica_step(self, inputs, step) -> dict:
+    def replica_step(self, inputs, step, phase=None) -> dict:
         images, labels = inputs
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
-            loss = cross_entropy + self.config.weight_decay * kernel_l2(self.model)
+            regularization = self.config.weight_decay / 2 * kernel_l2(self.model)
+            loss = cross_entropy + regularization
             scaled = loss / self.num_replicas  # optimizers sum gradients across replicas
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -118,7 +126,12 @@ class StandaloneTask(Task):
             decay = self.config.weight_ema
             for average, variable in zip(self.averages, self.model.variables):
                 average.assign(decay * average + (1.0 - decay) * variable)
-        return {"loss": loss, "cross_entropy": cross_entropy, "train_accuracy": top1_accuracy(labels, logits)}
+        return {
+            "loss": loss,
+            "cross_entropy": cross_entropy,
+            "regularization_loss": regularization,
+            "train_accuracy": top1_accuracy(labels, logits),
+        }
 
     progress_names = ("loss", "train_accuracy")
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -36,19 +38,31 @@ from absl import logging
 
 from tunas_keras.errors import UserInputError, user_input
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # Config fields that may change between an interrupted run and its resumption.
 TEMPORARY_PREFIX = ".tmp_"  # write_atomic's temporary files
 RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy", "deterministic")
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
-    """`auto`: MirroredStrategy over all GPUs if there are several, else OneDeviceStrategy."""
+    """`auto`: MirroredStrategy over all GPUs if there are several, else OneDeviceStrategy.
+
+    `multi_worker` (MultiWorkerMirroredStrategy, cluster from TF_CONFIG) and `tpu`
+    (TPUStrategy, TPUClusterResolver) must be created at program start, before TensorFlow
+    initialises its context (any op, device query or dataset): tools create them first.
+    `tpu` is thin and untested here (no TPU in CI): it connects to the cluster named by the
+    environment (e.g. a Cloud TPU VM) and initialises the TPU system.
+    """
     if name not in STRATEGIES:
         raise ValueError(f"Invalid value for argument `strategy`. Expected one of {STRATEGIES}. Received: {name!r}")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "multi_worker":
+    if name == "multi_worker":  # before any device query: that initialises the context
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
@@ -60,10 +74,11 @@ def configure_determinism(deterministic: bool = True) -> bool:
     The non-determinism it removes (docs/reproducibility.md): with several inter-op threads,
     TensorFlow runs independent ops of the search step concurrently, and how they interleave
     changes the float results of the supernet's forward and backward pass in their last bits
-    under op warmup (fractional op masks). Measured on one step repeated on the same inputs: 21
-    of 100 repetitions differed by default, 22 of 100 with one intra-op thread, none with one
-    inter-op thread; one-hot or filter-warmup masks never differed. Tiny differences flip a
-    discrete architecture sample and the runs diverge. So, when `deterministic`:
+    under op warmup (fractional op masks). Measured on one step repeated on the same inputs
+    (before the supernet rewrite, which no longer shows it in the same probe): 21 of 100
+    repetitions differed by default, 22 of 100 with one intra-op thread, none with one inter-op
+    thread; one-hot or filter-warmup masks never differed. Tiny differences flip a discrete
+    architecture sample and the runs diverge. So, when `deterministic`:
 
     - one inter-op thread: independent ops run one after another (each kernel still uses all
       cores through the intra-op pool);
@@ -114,6 +129,18 @@ def gpu_op_determinism(enabled: bool):
     finally:
         if not enabled_before:
             tf_config.disable_op_determinism()
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs: always, except on non-chief multi-worker tasks.
+
+    As TF's convention: the `chief` task, or worker 0 of a cluster without a chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def write_atomic(path: str, data) -> None:
@@ -212,7 +239,9 @@ def check_config_compatible(model_dir: str, config: dict, write: bool = True) ->
                 "config.json of an earlier run, or a new --model_dir."
             ) from error
         differing = sorted(
-            key for key in set(stored) | set(config) if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
+            key
+            for key in set(stored) | set(config)
+            if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
         )
         if differing:
             details = ", ".join(f"{key}: {stored.get(key)!r} -> {config.get(key)!r}" for key in differing)
@@ -263,8 +292,20 @@ class Task(abc.ABC):
         """Per-replica input pipeline, advanced to `start_step`."""
 
     @abc.abstractmethod
-    def replica_step(self, inputs: Any, step: tf.Variable) -> dict:
-        """One training step on one replica; returns scalar metrics (averaged across replicas)."""
+    def replica_step(self, inputs: Any, step: tf.Variable, phase: Hashable = None) -> dict:
+        """One training step on one replica; returns scalar metrics (averaged across replicas).
+
+        `phase` is `self.phase(step)`, a Python value: the trainer traces one step function per
+        phase (e.g. the search's op-warmup and one-hot phases), each a smaller graph.
+        """
+
+    def phase(self, step: int) -> Hashable:
+        """The Python-level phase of the step that starts after `step` completed steps."""
+        del step
+        return None
+
+    # Compile `replica_step` with XLA (`tf.function(jit_compile=True)`).
+    jit_compile: bool = False
 
     def write_summaries(self, step: int) -> None:
         """Extra summaries (host side), called inside the trainer's summary writer context."""
@@ -335,74 +376,100 @@ class Trainer:
 
     def _make_step_function(self, step: tf.Variable):
         strategy, task = self.strategy, self.task
+        # autograph=False: the steps are straight-line graphs; converting every layer's `call`
+        # would only slow down tracing.
+        replica_step = (
+            tf.function(task.replica_step, jit_compile=True, autograph=False) if task.jit_compile else task.replica_step
+        )
 
-        @tf.function
-        def train_step(inputs):
-            per_replica = strategy.run(task.replica_step, args=(inputs, step))
-            reduced = {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for key, value in per_replica.items()}
+        @functools.partial(tf.function, autograph=False)
+        def train_step(inputs, phase):
+            per_replica = strategy.run(replica_step, args=(inputs, step, phase))
+            reduced = {
+                key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for key, value in per_replica.items()
+            }
             step.assign_add(1)
             return reduced
 
         return train_step
 
-    def validate(self) -> Optional[str]:
-        """Checks the model dir before anything is built: writable, the same config as a run it
-        holds, a readable latest checkpoint. Writes nothing. Returns that checkpoint's path."""
+    def validate(self, output_dir: Optional[str] = None) -> Optional[str]:
+        """Checks the output dir before anything is built: writable, the same config as a run it
+        holds, a readable latest checkpoint. Writes nothing. Returns that checkpoint's path.
+
+        `output_dir`: where this process writes (default `model_dir`; a scratch directory on the
+        non-chief tasks of a multi-worker run, which restore the chief's checkpoints).
+        """
         with user_input():
-            prepare_model_dir(self.model_dir)
-            check_config_compatible(self.model_dir, self.config, write=False)
+            prepare_model_dir(output_dir or self.model_dir)
+            check_config_compatible(output_dir or self.model_dir, self.config, write=False)
+            # Every task of a multi-worker run restores the chief's checkpoints (a shared filesystem).
             latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
             if latest is not None:
                 check_checkpoint_readable(latest)
         return latest
 
     def run(self) -> dict:
-        """Trains to the end (resuming if a checkpoint exists); returns the task's results."""
-        latest = self.validate()
-        with gpu_op_determinism(self.deterministic):
-            return self._run(latest)
+        """Trains to the end (resuming if a checkpoint exists); returns the task's results.
 
-    def _run(self, latest: Optional[str]) -> dict:
-        check_config_compatible(self.model_dir, self.config)
-        remove_stale_temporary_files(self.model_dir)
-        if self.seed is not None:
-            # The same initial weights in every process: a resumed run then continues exactly
-            # the run an uninterrupted one would have made (they differed from step 1 before).
-            keras.utils.set_random_seed(self.seed)
-        with self.strategy.scope():
-            self.task.build(self.strategy)
-            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.model_dir, "checkpoints"), max_to_keep=3)
-        start = self._restore(checkpoint, latest)
-        started = time.time()
-        last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
-        self._train(step, manager, start, last)
-        if last < self.task.total_steps:
-            return {"stopped_at": last}
-        results = self.task.finalize(self.model_dir, self._load_history(self.task.total_steps))
+        Under a multi-worker strategy only the chief writes into `model_dir`; the other tasks
+        take part in every step and every checkpoint save (saving reads replica-local variables
+        through collectives), but write into a temporary directory that is removed at the end.
+        """
+        if is_chief(self.strategy):
+            return self._run(self.model_dir)
+        scratch = tempfile.mkdtemp(prefix="tunas_worker_")
+        try:
+            return self._run(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, output_dir: str) -> dict:
+        latest = self.validate(output_dir)
+        check_config_compatible(output_dir, self.config)
+        remove_stale_temporary_files(output_dir)
+        with gpu_op_determinism(self.deterministic):
+            if self.seed is not None:
+                # The same initial weights in every process: a resumed run then continues exactly
+                # the run an uninterrupted one would have made (they differed from step 1 before).
+                keras.utils.set_random_seed(self.seed)
+            with self.strategy.scope():
+                self.task.build(self.strategy)
+                step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+                checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
+            manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
+            start = self._restore(checkpoint, latest)
+            started = time.time()
+            last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
+            self._train(output_dir, step, manager, start, last)
+            if last < self.task.total_steps:
+                return {"stopped_at": last}
+            results = self.task.finalize(output_dir, self._load_history(output_dir, self.task.total_steps))
         results["wall_time_s"] = time.time() - started
         results["resumed_from_step"] = start
         return results
 
-    def _train(self, step: tf.Variable, manager: tf.train.CheckpointManager, start: int, last: int) -> None:
+    def _train(self, output_dir: str, step: tf.Variable, manager, start: int, last: int) -> None:
         """Steps `start + 1 .. last` with summaries, progress and checkpoints.
 
         Kill -9 safety: history.json (entries up to step N) is written before checkpoint N, and a
         resumed run keeps only the entries up to its checkpoint, so the history never has a gap.
         """
-        history = self._load_history(start)
+        history = self._load_history(output_dir, start)
         dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
-        writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "summaries"))
+        writer = tf.summary.create_file_writer(os.path.join(output_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
-        names = self.task.progress_names
-        progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=names) if self.progress_bar else None
+        progress = None
+        if self.progress_bar and output_dir == self.model_dir:
+            progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names)
         if progress is not None and start:
             progress.update(start)
         for current in range(start + 1, last + 1):
-            metrics = {key: float(value) for key, value in train_step(next(iterator)).items()}
+            outputs = train_step(next(iterator), self.task.phase(current - 1))
+            metrics = {key: float(value) for key, value in outputs.items()}
             self._check_finite(metrics, current)
             if current % self.summary_every == 0 or current == self.task.total_steps:
                 history.append({"step": current, **metrics})
@@ -414,7 +481,7 @@ class Trainer:
                 progress.update(current, values=self.task.progress_values(metrics), finalize=current == last)
             if current % self.checkpoint_every == 0 or current == last:
                 writer.flush()
-                self._save_history(history)
+                self._save_history(output_dir, history)
                 self._save_checkpoint(manager, current)
         writer.flush()
 
@@ -437,18 +504,18 @@ class Trainer:
                 "(the last checkpoint is intact)."
             )
 
-    def _history_path(self) -> str:
-        return os.path.join(self.model_dir, "history.json")
-
-    def _load_history(self, up_to: int) -> list:
+    @staticmethod
+    def _load_history(output_dir: str, up_to: int) -> list:
         """The entries of history.json up to step `up_to` (a run resumed at `up_to` continues it)."""
-        if up_to == 0 or not os.path.exists(self._history_path()):
+        path = os.path.join(output_dir, "history.json")
+        if up_to == 0 or not os.path.exists(path):
             return []
-        with open(self._history_path()) as handle:
+        with open(path) as handle:
             return [entry for entry in json.load(handle) if entry["step"] <= up_to]
 
-    def _save_history(self, history: list) -> None:
-        write_atomic(self._history_path(), json.dumps(history, default=_to_json_number))
+    @staticmethod
+    def _save_history(output_dir: str, history: list) -> None:
+        write_atomic(os.path.join(output_dir, "history.json"), json.dumps(history, default=_to_json_number))
 
 
 def prepare_task(task_class: Callable[[Any], Task], config) -> Task:

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tunas_keras
-from tests.conftest import random_indices
+from tests.conftest import assert_close_to_scale, random_indices
 from tunas_keras import specs
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.masks import one_hot_masks, uniform_masks
@@ -48,8 +48,7 @@ GRADIENT_TOLERANCE = 1e-3
 
 def _close(actual, expected, relative=1e-4):
     """`max|Δ| ≤ relative · max(1, max|expected|)` (float32 sums differ in the last bits across kernels)."""
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=relative * max(1.0, float(np.max(np.abs(expected)))))
+    assert_close_to_scale(actual, expected, relative)
 
 
 _FUNCTIONS = {}  # traced once per (supernet, mode): tracing dominates these tests' time
@@ -291,7 +290,7 @@ def test_zero_init_residual_makes_every_skippable_layer_start_as_skipped(superne
     all_skipped = [small if skip else large for small, large, skip in zip(smallest, largest, skippable)]
     kept, skipped = space.architecture(largest), space.architecture(all_skipped)
     assert sum(skippable) == 15
-    np.testing.assert_allclose(supernet(images, kept, training=True), supernet(images, skipped, training=True), atol=1e-5)
+    assert_close_to_scale(supernet(images, kept, training=True), supernet(images, skipped, training=True), 1e-5)
     # Without it the residual branches contribute; the child keeps its zero gammas.
     reference = supernets("proxyless")
     difference = reference(images, kept, training=True) - reference(images, skipped, training=True)

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tunas_keras.export.sources import resolve_architecture
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.standalone_task import StandaloneTask, default_dropout_rate, resolve_architecture
+from tunas_keras.training.standalone_task import StandaloneTask, default_dropout_rate
 from tunas_keras.training.train import run_training
 
 
@@ -69,13 +70,13 @@ def test_dropout_defaults():
 
 
 def test_architecture_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"exactly one of `architecture`.*Received: \['indices', 'reference'\]"):
-        resolve_architecture(TrainConfig(indices="0", reference="mobilenet_v2"))
-    with pytest.raises(FileNotFoundError, match=r"`architecture`.*Received: '.*missing.json' \(no such file\)"):
-        resolve_architecture(TrainConfig(architecture=str(tmp_path / "missing.json")))
+    with pytest.raises(ValueError, match=r"exactly one of `architecture`.*indices='0', reference='mobilenet_v2'"):
+        run_training(TrainConfig(indices="0", reference="mobilenet_v2"))
+    with pytest.raises(FileNotFoundError, match=r"`architecture`.*Received: architecture='.*missing.json'"):
+        resolve_architecture(str(tmp_path / "missing.json"))
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps({"format_version": 99, "space": "proxyless", "indices": [0]}))
-    with pytest.raises(ValueError, match=r"format_version.*Received: format_version=99"):
-        resolve_architecture(TrainConfig(architecture=str(bad)))
+    with pytest.raises(ValueError, match=r"`architecture`.*format_version.*Received: format_version=99"):
+        run_training(TrainConfig(architecture=str(bad)))
     with pytest.raises(ValueError, match=r"`protocol`. Expected one of \['test', 'valid'\]. Received: 'final'"):
         run_training(_config(tmp_path, protocol="final"))

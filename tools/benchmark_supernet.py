@@ -42,26 +42,33 @@ import time
 
 import tensorflow as tf
 import tf_keras as keras
-from absl import app, flags
+from absl import flags
 
 import tunas_keras
+from tunas_keras import cli, errors
 from tunas_keras.cost_models.sampling import extreme_indices
 from tunas_keras.masks import one_hot_masks, uniform_masks
 from tunas_keras.models.standalone import kernel_weights
 from tunas_keras.models.supernet import build_supernet
+from tunas_keras.models.supernet_widths import EXECUTION_MODES
+from tunas_keras.training.trainer import configure_determinism, gpu_op_determinism
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("space", "proxyless", "Search space name.")
-flags.DEFINE_integer("batch_size", 32, "Images per step.")
-flags.DEFINE_integer("image_size", 64, "Image height and width.")
-flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).")
-flags.DEFINE_integer("num_classes", 10, "Classifier outputs.")
+flags.DEFINE_integer("batch_size", 32, "Images per step.", lower_bound=1)
+flags.DEFINE_integer("image_size", 64, "Image height and width.", lower_bound=1)
+flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).", lower_bound=1)
+flags.DEFINE_integer("num_classes", 10, "Classifier outputs.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled children.")
-flags.DEFINE_integer("children", 10, "--measure=speed: sampled children compared with their standalone models.")
+flags.DEFINE_integer("children", 10, "--measure=speed: sampled children compared with their standalone models.", lower_bound=1)
 flags.DEFINE_list("executions", ["mask", "slice"], "Supernet execution modes to measure.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the supernet steps with XLA (the 'mask' mode only).")
-flags.DEFINE_integer("repeats", 2, "--measure=startup: processes per command.")
+flags.DEFINE_integer("repeats", 2, "--measure=startup: processes per command.", lower_bound=1)
 flags.DEFINE_string("memory_probe", "", "Internal: 'one_hot:<mode>' or 'warmup:<mode>' runs one probe, prints JSON.")
+flags.DEFINE_boolean(
+    "deterministic", False, "Time with --deterministic's settings (one inter-op thread; op determinism on GPUs)."
+)
+MEASUREMENTS = ("speed", "memory", "startup", "search")
 flags.DEFINE_list("architectures_per_step", ["1"], "--measure=search: architectures per search step (K), each timed.")
 flags.DEFINE_list("measure", ["speed", "memory"], "What to measure: speed, memory, startup, search.")
 
@@ -202,7 +209,8 @@ def _current_rss_bytes() -> int:
 
 def _run_probe(probe: str) -> dict:
     argv = [sys.executable, os.path.abspath(__file__), f"--memory_probe={probe}"]
-    argv += [f"--{name}={getattr(FLAGS, name)}" for name in ("space", "batch_size", "image_size", "num_classes")]
+    names = ("space", "batch_size", "image_size", "num_classes", "deterministic")
+    argv += [f"--{name}={getattr(FLAGS, name)}" for name in names]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     output = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -290,11 +298,27 @@ def _report_memory() -> None:
 
 def main(argv):
     del argv
+    with errors.user_input():
+        tunas_keras.get_search_space(FLAGS.space)
+        for argument, values, allowed in (("measure", FLAGS.measure, MEASUREMENTS), ("executions", FLAGS.executions, EXECUTION_MODES)):
+            if not values or sorted(set(values) - set(allowed)):
+                raise ValueError(
+                    f"Invalid value for argument `{argument}`. Expected a list of {list(allowed)}. Received: {values}"
+                )
+    configure_determinism(FLAGS.deterministic)
+    with gpu_op_determinism(FLAGS.deterministic):
+        _measure()
+
+
+def _measure() -> None:
     if FLAGS.memory_probe:
         print(json.dumps(memory_probe(FLAGS.memory_probe)))
         return
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    print(f"space={FLAGS.space} batch={FLAGS.batch_size} image={FLAGS.image_size} steps={FLAGS.steps} device={device}")
+    print(
+        f"space={FLAGS.space} batch={FLAGS.batch_size} image={FLAGS.image_size} steps={FLAGS.steps} device={device} "
+        f"deterministic={FLAGS.deterministic}"
+    )
     if "speed" in FLAGS.measure:
         _report_speed()
     if "memory" in FLAGS.measure:
@@ -312,4 +336,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

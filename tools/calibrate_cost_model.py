@@ -15,10 +15,12 @@ calibration_report.json, micro_latency.json and calibration.png. See
 `tunas_keras.cost_models.calibration`.
 """
 
+import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from tunas_keras import cli, errors
 from tunas_keras.cost_models import calibration
 from tunas_keras.export import adb, tflite
 
@@ -60,18 +62,23 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    settings = calibration.CalibrationSettings(
-        space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
-        quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
-        target="adb" if FLAGS.adb else "host", cpus=FLAGS.cpus,
-    )
-    options = calibration.Protocol(
-        rounds=FLAGS.rounds, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs, micro_rounds=FLAGS.micro_rounds,
-        micro_warmup_runs=FLAGS.micro_warmup_runs, micro_runs=FLAGS.micro_runs, num_anchors=FLAGS.num_anchors,
-        anchor_every=FLAGS.anchor_every,
-    )
+    del argv
+    with errors.user_input():  # every argument, before anything is exported or measured
+        settings = calibration.CalibrationSettings(
+            space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
+            quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
+            target="adb" if FLAGS.adb else "host", cpus=FLAGS.cpus,
+        )
+        options = calibration.Protocol(
+            rounds=FLAGS.rounds, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs, micro_rounds=FLAGS.micro_rounds,
+            micro_warmup_runs=FLAGS.micro_warmup_runs, micro_runs=FLAGS.micro_runs, num_anchors=FLAGS.num_anchors,
+            anchor_every=FLAGS.anchor_every,
+        )
+        calibration.check_arguments(
+            FLAGS.output or os.path.join(FLAGS.output_dir, "cost_model.json"), FLAGS.num_train, FLAGS.num_heldout,
+            FLAGS.seed, FLAGS.statistic, FLAGS.l2, FLAGS.method, FLAGS.fit_only, FLAGS.measure_only, FLAGS.max_models,
+            FLAGS.max_noise_percent,
+        )
     device = None
     if FLAGS.adb and not FLAGS.fit_only:
         model_dir = FLAGS.model_dir or os.path.join(FLAGS.output_dir, "models")
@@ -91,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,4 +1,4 @@
-"""Exports a standalone model to `.tflite` and writes its Keras-vs-TFLite parity report beside it.
+r"""Exports a standalone model to `.tflite` and writes its Keras-vs-TFLite parity report beside it.
 
     python tools/export_tflite.py --reference=mobilenet_v2 --output=/tmp/mnv2.tflite
     python tools/export_tflite.py --architecture=runs/search/architecture.json \
@@ -12,30 +12,39 @@ agreement on a fixed held-out batch, plus the op list), both atomically.
 """
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from tunas_keras.export import sources, tflite
+from tunas_keras import cli, errors
+from tunas_keras.export import pipeline, sources, tflite
 
-sources.define_source_flags(flags, module_name=sys.argv[0])
-flags.DEFINE_string("output", None, "Output .tflite path.", required=True)
+sources.define_source_flags(flags)
+flags.DEFINE_string("output", None, "Output .tflite path (its directory must exist).", required=True)
 flags.DEFINE_string("dataset", "embedded", "tunas_keras.datasets name for calibration / parity / QAT; '' = synthetic.")
-flags.DEFINE_integer("num_calibration_images", tflite.DEFAULT_CALIBRATION_IMAGES, "int8 calibration images.")
-flags.DEFINE_integer("num_parity_images", 32, "Images of the parity batch.")
-flags.DEFINE_integer("qat_steps", 0, "Quantisation-aware fine-tuning steps before the int8 conversion (0 = PTQ).")
-flags.DEFINE_integer("qat_batch_size", 32, "QAT batch size.")
-flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT Adam learning rate.")
+flags.DEFINE_integer(
+    "num_calibration_images", tflite.DEFAULT_CALIBRATION_IMAGES, "int8 calibration images.", lower_bound=1
+)
+flags.DEFINE_integer("num_parity_images", 32, "Images of the parity batch.", lower_bound=1)
+flags.DEFINE_integer(
+    "qat_steps", 0, "Quantisation-aware fine-tuning steps before the int8 conversion (0 = PTQ).", lower_bound=0
+)
+flags.DEFINE_integer("qat_batch_size", 32, "QAT batch size.", lower_bound=1)
+flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT Adam learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("converter", "concrete_function", list(tflite.CONVERTERS), "TFLite converter route.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tunas_keras.export import pipeline  # pylint: disable=import-outside-toplevel
-
-    architecture = sources.resolve_architecture(FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference)
+    del argv
+    with errors.user_input():
+        if not FLAGS.output.endswith(".tflite"):
+            raise ValueError(
+                f"Invalid value for argument `output`. Expected a path ending in '.tflite'. Received: {FLAGS.output!r}"
+            )
+        architecture = sources.resolve_source_flags(FLAGS)
+        pipeline.check_export_arguments(
+            FLAGS.output, FLAGS.quantization, FLAGS.image_size, FLAGS.weights, FLAGS.dataset or None, FLAGS.qat_steps
+        )
     result = pipeline.export_standalone(
         architecture,
         FLAGS.output,
@@ -57,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

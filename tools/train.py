@@ -5,29 +5,30 @@
     python tools/train.py --indices=0:1:0:... --space=proxyless --steps=2000
     python tools/train.py --architecture=runs/search/architecture.json --init_from_supernet=runs/search
 
-Every field of `tunas_keras.training.config.TrainConfig` is a flag; `--config` loads a JSON/YAML
-file. Killed runs resume when restarted with the same command.
+Every field of `tunas_keras.training.config.TrainConfig` is a flag (`--help` lists them);
+`--config` loads a JSON/YAML file. Killed runs resume when restarted with the same command.
 """
 
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
+from tunas_keras.training import train as train_lib
 
 config_lib.define_flags_for(config_lib.TrainConfig, flags)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tunas_keras.training.train import run_training  # pylint: disable=import-outside-toplevel
-
-    config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
+    del argv
+    with errors.user_input():
+        config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
+    task = train_lib.prepare_training(config)
     try:
-        result = run_training(config)
+        result = train_lib.run_training(config, task=task)
     except FloatingPointError as error:
         print(f"Training stopped: {error}", file=sys.stderr)
         return 1
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

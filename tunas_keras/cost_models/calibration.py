@@ -298,8 +298,9 @@ def _predictor_ablation(space, catalogue, plan, values, train_rows, heldout_rows
                          for name, method in methods.items()}}
 
 
-def _check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only,
-                     max_models, max_noise_percent) -> None:
+def check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only,
+                    max_models, max_noise_percent) -> None:
+    """Checks `calibrate`'s arguments (cheap; a ValueError naming the argument)."""
     _check_int("num_train", num_train, 0)
     _check_int("num_heldout", num_heldout, 2)  # A rank correlation needs two points.
     _check_int("seed", seed, 0)
@@ -462,7 +463,7 @@ def calibrate(
       with `measure_only`.
     """
     output = output or os.path.join(output_dir, "cost_model.json")
-    _check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only, max_models,
+    check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only, max_models,
                      max_noise_percent)
     prepare_model_dir(output_dir, argument="output_dir")
     space = search_spaces.get_search_space(settings.space)

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import search_spaces
+from tunas_keras.export import sources
 from tunas_keras.models.standalone import build_model, kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
@@ -27,29 +28,6 @@ from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
 LONG_TRAINING_EPOCHS = 150
-
-
-def resolve_architecture(config: TrainConfig):
-    """The architecture named by exactly one of --architecture, --indices (+ --space), --reference."""
-    given = [name for name in ("architecture", "indices", "reference") if getattr(config, name)]
-    if len(given) != 1:
-        raise ValueError(
-            "Invalid arguments: expected exactly one of `architecture` (JSON path), `indices` (with `space`) or "
-            f"`reference`. Received: {given or 'none'}"
-        )
-    if config.architecture:
-        if not os.path.isfile(config.architecture):
-            raise FileNotFoundError(
-                f"Invalid value for argument `architecture`. Expected an architecture JSON file. "
-                f"Received: {config.architecture!r} (no such file)"
-            )
-        with open(config.architecture) as handle:
-            return Architecture.from_json(handle.read())
-    if config.indices:
-        if not config.space:
-            raise ValueError("Invalid arguments: `indices` needs `space`. Received: space=None")
-        return search_spaces.get_search_space(config.space).parse(config.indices)
-    return config.reference
 
 
 def default_dropout_rate(epochs: float, architecture) -> float:
@@ -82,7 +60,9 @@ class StandaloneTask(Task):
                 f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. Received: {config.protocol!r}"
             )
         self.config = config
-        self.architecture = resolve_architecture(config)
+        self.architecture = sources.resolve_architecture(config.architecture, config.indices, config.space, config.reference)
+        if config.init_from_supernet:
+            supernet_source(self.architecture, config.init_from_supernet)
         self.data = dataset_from_config(config)
         self.train_split, self.eval_split = PROTOCOLS[config.protocol]
         examples = self.data.num_examples(self.train_split)
@@ -203,8 +183,9 @@ def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches:
     return {"top1": totals[0] / count, "top5": totals[1] / count, "eval_loss": totals[2] / count, "eval_examples": count}
 
 
-def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
-    """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
+def supernet_source(architecture, search_dir: str) -> tuple:
+    """`(search config, checkpoint path)` of the search in `search_dir` that `architecture` can start
+    from; a ValueError naming `init_from_supernet` otherwise (cheap: reads config.json only)."""
     if not isinstance(architecture, Architecture):
         raise ValueError(
             "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
@@ -216,6 +197,12 @@ def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str
             f"Invalid value for argument `init_from_supernet`: the search used space {search_config.space!r}, "
             f"the architecture is of space {architecture.space!r}."
         )
+    return search_config, checkpoint_path
+
+
+def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
+    """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
+    search_config, checkpoint_path = supernet_source(architecture, search_dir)
     input_shape = tuple(model.input_shape[1:])
     supernet = load_search_supernet(search_config, checkpoint_path, int(model.output_shape[-1]), input_shape)
     child = supernet.extract_child(architecture, input_shape=input_shape)

@@ -326,6 +326,7 @@ def test_proxyless_stem_separable_convs_are_three_whole_ops(supernets):
     assert [op.depthwise.kernel_size for op in depthwise] == [3, 5, 7]
 
 
+@SLOW  # XLA compiles the whole training step: minutes on 2 CPU cores
 def test_mask_execution_compiles_with_xla(supernets, images):
     """The "mask" training step (logits and gradients) under `jit_compile=True` equals the plain graph."""
     supernet = supernets("proxyless")

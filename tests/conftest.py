@@ -65,6 +65,7 @@ def without_key(value, key: str):
         return [without_key(item, key) for item in value]
     return value
 
+
 def tiny_search_space():
     """A three-block space that traces in seconds: stem, a block of one fixed and one skippable
     bottleneck (kernel {3, 5}, expansion {1, 2}, width {8, 16}), head. 7 decisions, nested ones included."""

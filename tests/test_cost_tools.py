@@ -82,8 +82,12 @@ def test_the_one_architecture_resolver_of_estimate_cost(tmp_path):
 def test_tools_end_to_end(tmp_path):
     output = tmp_path / "random.json"
     run_tool(
-        "sample_random_architectures.py", "--space=proxyless", "--min_cost=83", "--max_cost=85",
-        "--num_samples=3", f"--output={output}",
+        "sample_random_architectures.py",
+        "--space=proxyless",
+        "--min_cost=83",
+        "--max_cost=85",
+        "--num_samples=3",
+        f"--output={output}",
     )
     samples = json.loads(output.read_text())
     assert len(samples) == 3 and all(83 <= sample["cost"] <= 85 for sample in samples)
@@ -96,7 +100,11 @@ def test_tools_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_simulate_controller_smoke():
     stdout = run_tool(
-        "simulate_controller.py", "--spaces=proxyless", "--rewards=abs", "--schedules=exponential", "--steps=40",
+        "simulate_controller.py",
+        "--spaces=proxyless",
+        "--rewards=abs",
+        "--schedules=exponential",
+        "--steps=40",
         "--batch_size=8",
     )
     row = next(line for line in stdout.splitlines() if line.startswith("proxyless"))

@@ -46,6 +46,8 @@ PARITY_TOLERANCE = 1e-4
 
 def _assert_float32_parity(parity: dict) -> None:
     assert parity["max_abs_diff"] <= PARITY_TOLERANCE * max(1.0, parity["max_abs_logit"]), parity
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ops that would betray masks or choices (or unconverted TF ops) in an exported graph.
 FORBIDDEN_OP_PREFIXES = ("DELEGATE", "CUSTOM", "FLEX", "WHILE", "IF", "GATHER", "SELECT", "ONE_HOT", "WHERE")
@@ -152,7 +154,10 @@ def _export(model, tmp_path, quantization, data, name="model"):
         representative_images=representative,
         parity_images=data["valid"][0],
     )
-    numbers = {key: round(result.parity[key], 6) for key in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "max_abs_logit")}
+    numbers = {
+        key: round(result.parity[key], 6)
+        for key in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "max_abs_logit")
+    }
     print(f"PARITY {quantization} {numbers}")  # shown with `pytest -s`; the numbers in docs/benchmarks.md
     return result
 
@@ -161,7 +166,8 @@ def _export(model, tmp_path, quantization, data, name="model"):
 
 
 @pytest.mark.parametrize(
-    "name", [name if name in DEFAULT_REFERENCES else pytest.param(name, marks=pytest.mark.slow) for name in REFERENCE_NAMES]
+    "name",
+    [name if name in DEFAULT_REFERENCES else pytest.param(name, marks=pytest.mark.slow) for name in REFERENCE_NAMES],
 )
 def test_reference_float32_export_matches_keras(name, data, tmp_path):
     model = _reference_model(name, data)
@@ -171,7 +177,9 @@ def test_reference_float32_export_matches_keras(name, data, tmp_path):
     _assert_float32_parity(parity)
     assert parity["top1_agreement"] == 1.0
     _assert_standalone_ops(parity["ops"])
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(parity["ops"])  # (at 32 px the pool is 1x1: no MEAN)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(
+        parity["ops"]
+    )  # (at 32 px the pool is 1x1: no MEAN)
     written = json.loads((tmp_path / "model.parity.json").read_text())
     assert written["max_abs_diff"] == parity["max_abs_diff"] and written["quantization"] == "none"
     assert os.path.getsize(result.model_path) == result.size_bytes
@@ -306,7 +314,7 @@ def test_export_from_architecture_json_with_weights(data, tmp_path):
         weights=str(tmp_path / "model.weights.h5"),
         num_parity_images=16,
     )
-    print(f"PARITY none {({key: round(result.parity[key], 6) for key in ('max_abs_diff', 'max_abs_logit')})}")
+    print(f"PARITY none { ({key: round(result.parity[key], 6) for key in ('max_abs_diff', 'max_abs_logit')}) }")
     _assert_float32_parity(result.parity)
     assert result.parity["architecture"] == architecture.to_dict()
     assert result.parity["parity_data"] == "embedded:valid"
@@ -343,15 +351,20 @@ def test_bad_inputs_name_argument_expected_and_received(tmp_path):
     (tmp_path / "v2.json").write_text(json.dumps({"format_version": 2, "space": "proxyless", "indices": [0]}))
     with pytest.raises(ValueError, match=r"format_version`. Expected 1. Received: format_version=2"):
         sources.resolve_architecture(architecture_path=str(tmp_path / "v2.json"))
-    with pytest.raises(ValueError, match=r"Expected exactly one of `architecture`, `indices`.*reference='mobilenet_v2'"):
+    with pytest.raises(
+        ValueError, match=r"Expected exactly one of `architecture`, `indices`.*reference='mobilenet_v2'"
+    ):
         sources.resolve_architecture(indices="0:1", reference="mobilenet_v2")
     with pytest.raises(ValueError, match=r"argument `reference`. Expected one of \[.*Received: reference='resnet50'"):
         sources.resolve_architecture(reference="resnet50")
     with pytest.raises(FileNotFoundError, match=r"argument `weights`.*Received: weights="):
         sources.build_export_model("mobilenet_v2", NUM_CLASSES, IMAGE_SIZE, weights=str(tmp_path / "nope.weights.h5"))
     model = tunas_keras.build_model(TINY_NETWORK, num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
-    with pytest.raises(ValueError, match=r"argument `quantization`. Expected one of \['none', 'fp16', 'dynamic', "
-                                         r"'int8'\]. Received: quantization='int4'"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `quantization`. Expected one of \['none', 'fp16', 'dynamic', "
+        r"'int8'\]. Received: quantization='int4'",
+    ):
         tflite.export_tflite(model, str(tmp_path / "m.tflite"), "int4")
     with pytest.raises(ValueError, match=r"argument `representative_images`.*quantization='int8'"):
         tflite.export_tflite(model, str(tmp_path / "m.tflite"), "int8")
@@ -389,10 +402,20 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 def test_export_tool(tmp_path):
     output = tmp_path / "mnv2.tflite"
     completed = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "export_tflite.py"), "--reference=mobilenet_v2",
-         "--num_classes=10", "--image_size=32", "--quantization=dynamic", f"--output={output}",
-         "--num_parity_images=8"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "export_tflite.py"),
+            "--reference=mobilenet_v2",
+            "--num_classes=10",
+            "--image_size=32",
+            "--quantization=dynamic",
+            f"--output={output}",
+            "--num_parity_images=8",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     parity = json.loads((tmp_path / "mnv2.parity.json").read_text())

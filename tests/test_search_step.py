@@ -17,8 +17,15 @@ from tunas_keras.training.search_task import SearchTask, default_search_weight_d
 
 def tiny_config(**overrides):
     values = dict(
-        steps=8, batch_size=8, validation_batch_multiplier=2, image_size=32, cost_model="macs", target_latency=6.0,
-        model_dir="unused", progress_bar=False, weight_decay=0.02,
+        steps=8,
+        batch_size=8,
+        validation_batch_multiplier=2,
+        image_size=32,
+        cost_model="macs",
+        target_latency=6.0,
+        model_dir="unused",
+        progress_bar=False,
+        weight_decay=0.02,
     )
     values.update(overrides)
     return SearchConfig(**values)
@@ -87,8 +94,11 @@ def test_search_step_regularisation_is_half_weight_decay_over_active_kernels(mon
         assert float(result["regularization_loss"]) == pytest.approx(expected, rel=1e-4)
         task.supernet.set_weights(after)
         if current == 0:  # every op averaged: nested and skipped branches count with their weights
-            assert all(float(np.min(mask.numpy())) > 0 for mask, decision in zip(samples[0], task.space.decisions)
-                       if decision.tag in ("op", "kernel_size"))
+            assert all(
+                float(np.min(mask.numpy())) > 0
+                for mask, decision in zip(samples[0], task.space.decisions)
+                if decision.tag in ("op", "kernel_size")
+            )
 
 
 def test_rewards_during_the_delay_score_the_warmup_masks():
@@ -111,7 +121,7 @@ def test_the_supernet_is_traced_once_whatever_the_number_of_architectures():
         calls = []
         original = task.supernet.call
 
-        def counting(*args, original=original, **kwargs):
+        def counting(*args, original=original, calls=calls, **kwargs):
             calls.append(kwargs.get("training"))
             return original(*args, **kwargs)
 

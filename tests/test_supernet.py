@@ -59,9 +59,14 @@ def _logits_fn(supernet, execution, one_hot):
     key = (id(supernet), execution, one_hot)
     if key not in _FUNCTIONS:
         spec = [tf.TensorSpec([count]) for count in supernet.space.num_choices]
-        _FUNCTIONS[key] = supernet, tf.function(
-            lambda images, masks: supernet(images, list(masks), training=True, execution=execution, one_hot=one_hot),
-            input_signature=[tf.TensorSpec((None,) + INPUT_SHAPE), spec],
+        _FUNCTIONS[key] = (
+            supernet,
+            tf.function(
+                lambda images, masks: supernet(
+                    images, list(masks), training=True, execution=execution, one_hot=one_hot
+                ),
+                input_signature=[tf.TensorSpec((None,) + INPUT_SHAPE), spec],
+            ),
         )
     return _FUNCTIONS[key][1]
 
@@ -180,7 +185,9 @@ def test_gradients_are_equal_across_modes_and_unselected_branches_get_none(super
 def test_fractional_masks_are_the_weighted_sum_of_the_branches_in_every_mode(supernets):
     """One bottleneck's kernel choice under op warmup: Σ_k w_k · branch_k(x), in both executions."""
     supernet = supernets("proxyless")
-    choice = next(op for op in supernet.submodules if isinstance(op, blocks.Choice) and op.name.endswith("kernel_choice"))
+    choice = next(
+        op for op in supernet.submodules if isinstance(op, blocks.Choice) and op.name.endswith("kernel_choice")
+    )
     branches = choice.block.branches
     width = branches[0].width.max_value
     features = tf.random.stateless_normal([BATCH, 8, 8, width], seed=[3, 3])
@@ -233,7 +240,9 @@ def test_regularization_counts_exactly_the_child_kernels(supernets, space_name):
     supernet = supernets(space_name)
     indices = random_indices(supernet.space, 5)
     expected = _child_kernel_l2(supernet, indices)
-    np.testing.assert_allclose(float(supernet.regularization_loss(supernet.space.architecture(indices))), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(supernet.regularization_loss(supernet.space.architecture(indices))), expected, rtol=1e-5
+    )
     everything = sum(float(np.sum(w.numpy() ** 2)) for w in supernet.trainable_weights if "kernel" in w.name)
     warm = float(supernet.regularization_loss(uniform_masks(supernet.space)))
     assert 0 < warm < everything
@@ -334,7 +343,7 @@ def test_mask_execution_compiles_with_xla(supernets, images):
     for one_hot in (False, True):
         labels = tf.range(BATCH) % NUM_CLASSES
 
-        def step(masks, one_hot=one_hot):
+        def step(masks, one_hot=one_hot, labels=labels):
             with tf.GradientTape() as tape:
                 logits = supernet(images, list(masks), training=True, execution="mask", one_hot=one_hot)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
@@ -357,7 +366,12 @@ def test_get_config_rebuilds_the_same_supernet(supernets):
     rebuilt.build()
     assert rebuilt.execution == "slice" and rebuilt.get_config() == config
     assert [v.shape for v in rebuilt.weights] == [v.shape for v in supernet.weights]
-    gammas = [norm.gamma.numpy() for op in rebuilt.ops if isinstance(op, blocks.Residual) for norm in op.op.final_batch_norms()]
+    gammas = [
+        norm.gamma.numpy()
+        for op in rebuilt.ops
+        if isinstance(op, blocks.Residual)
+        for norm in op.op.final_batch_norms()
+    ]
     assert gammas and not any(np.any(gamma) for gamma in gammas)  # zero_init_residual survived the round trip
     with pytest.raises(ValueError, match="Invalid value for argument `execution`"):
         build_supernet("proxyless", NUM_CLASSES, INPUT_SHAPE, execution="switch")

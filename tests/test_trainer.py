@@ -48,7 +48,13 @@ class _LinearTask(Task):
 
 
 def _run(
-    model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None, stop_after=None, seed=None,
+    model_dir,
+    total_steps=12,
+    learning_rate=0.05,
+    checkpoint_every=4,
+    config=None,
+    stop_after=None,
+    seed=None,
     random_init=False,
 ):
     task = _LinearTask(total_steps, learning_rate, random_init)
@@ -110,7 +116,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
             with open(tmp_path / "checkpoints" / name, "wb") as handle:
                 handle.write(b"garbage")
     # Found before the task builds anything (every tensor is read with its checksum), as a user error.
-    with pytest.raises(UserInputError, match=r"`model_dir`: checkpoint .* could not be read: it is corrupt or incomplete"):
+    with pytest.raises(
+        UserInputError, match=r"`model_dir`: checkpoint .* could not be read: it is corrupt or incomplete"
+    ):
         _run(tmp_path, total_steps=8)
 
 
@@ -118,7 +126,9 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
     _run(tmp_path, total_steps=4)
     checkpoint = tf.train.Checkpoint(other=tf.Variable([1.0, 2.0]))  # readable, but not this task's
     checkpoint.write(str(tmp_path / "checkpoints" / "ckpt-4"))
-    with pytest.raises(UserInputError, match="could not be restored: it is corrupt or was written by an incompatible run"):
+    with pytest.raises(
+        UserInputError, match="could not be restored: it is corrupt or was written by an incompatible run"
+    ):
         _run(tmp_path, total_steps=8)
 
 

@@ -16,9 +16,18 @@ from tunas_keras.training.train import run_training
 def _config(tmp_path, **overrides):
     # Adam: the reference RMSProp recipe (tuned for long large-batch runs) barely moves in 60 steps.
     values = dict(
-        reference="mobilenet_v2", steps=60, batch_size=32, image_size=32, model_dir=str(tmp_path / "run"),
-        progress_bar=False, eval_batches=4, summary_every=1, checkpoint_every=30, optimizer="adam",
-        learning_rate=0.1, learning_rate_warmup_fraction=0.1,
+        reference="mobilenet_v2",
+        steps=60,
+        batch_size=32,
+        image_size=32,
+        model_dir=str(tmp_path / "run"),
+        progress_bar=False,
+        eval_batches=4,
+        summary_every=1,
+        checkpoint_every=30,
+        optimizer="adam",
+        learning_rate=0.1,
+        learning_rate_warmup_fraction=0.1,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -60,7 +69,9 @@ def test_standalone_regularisation_is_half_weight_decay_over_non_classifier_kern
     inputs = next(iter(task.dataset_fn(0)(tf.distribute.InputContext())))
     result = tf.function(lambda inputs: strategy.run(task.replica_step, args=(inputs, step)))(inputs)
     assert float(result["regularization_loss"]) == pytest.approx(0.03 / 2 * squares, rel=1e-5)
-    assert float(result["loss"]) == pytest.approx(float(result["cross_entropy"] + result["regularization_loss"]), rel=1e-6)
+    assert float(result["loss"]) == pytest.approx(
+        float(result["cross_entropy"] + result["regularization_loss"]), rel=1e-6
+    )
 
 
 def test_dropout_defaults():

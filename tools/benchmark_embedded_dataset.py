@@ -35,8 +35,9 @@ flags.DEFINE_string("dataset", "embedded", "Dataset name (see tunas_keras.datase
 flags.DEFINE_integer("image_size", 64, "Image size.", lower_bound=1)
 flags.DEFINE_integer("steps", 400, "Training steps per model.", lower_bound=10)
 flags.DEFINE_integer("batch_size", 32, "Training batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 2e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).",
-                   lower_bound=0.0)
+flags.DEFINE_float(
+    "learning_rate", 2e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).", lower_bound=0.0
+)
 flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_list("seeds", ["0"], "Seeds of the weights, the shuffling and the augmentation; one run per seed.")
 flags.DEFINE_bool(

@@ -83,12 +83,16 @@ def _print_comparison(result: dict) -> None:
     for num_threads, comparison in result["threads"].items():
         for name, model in comparison["models"].items():
             latency = model["latency_ms"]
-            print(f"threads={num_threads} {name:20s} min={latency['min']:.3f} median={latency['median']:.3f} "
-                  f"p90={latency['p90']:.3f} ms")
+            print(
+                f"threads={num_threads} {name:20s} min={latency['min']:.3f} median={latency['median']:.3f} "
+                f"p90={latency['p90']:.3f} ms"
+            )
         ratio = comparison["ratio_median"]["tunas_keras"]
         spread = comparison["ratio_per_round"]["tunas_keras"]
-        print(f"threads={num_threads} ratio ours/keras (median) = {ratio:.4f}  per-round [min, median, max] = "
-              f"[{spread[0]:.3f}, {spread[1]:.3f}, {spread[2]:.3f}]")
+        print(
+            f"threads={num_threads} ratio ours/keras (median) = {ratio:.4f}  per-round [min, median, max] = "
+            f"[{spread[0]:.3f}, {spread[1]:.3f}, {spread[2]:.3f}]"
+        )
 
 
 def _print_result(result: dict) -> None:
@@ -106,16 +110,23 @@ def main(argv):
     with tempfile.TemporaryDirectory() as workdir:
         if FLAGS.compare_keras_mobilenet_v2:
             result = pipeline.compare_with_keras_mobilenet_v2(
-                workdir, FLAGS.image_size, tuple(cli.numbers(FLAGS.threads, "threads")), FLAGS.warmup_runs,
+                workdir,
+                FLAGS.image_size,
+                tuple(cli.numbers(FLAGS.threads, "threads")),
+                FLAGS.warmup_runs,
                 FLAGS.rounds,
-                FLAGS.runs_per_round, FLAGS.use_xnnpack,
+                FLAGS.runs_per_round,
+                FLAGS.use_xnnpack,
             )
             _print_comparison(result)
         elif FLAGS.adb:
             result = adb.run_adb_benchmark(
-                _model_path(workdir, architecture), num_threads=FLAGS.num_threads, warmup_runs=FLAGS.warmup_runs,
+                _model_path(workdir, architecture),
+                num_threads=FLAGS.num_threads,
+                warmup_runs=FLAGS.warmup_runs,
                 runs=FLAGS.runs,
-                use_xnnpack=FLAGS.use_xnnpack, **adb.adb_options(FLAGS),
+                use_xnnpack=FLAGS.use_xnnpack,
+                **adb.adb_options(FLAGS),
             )
             _print_result(result)
         else:

@@ -60,7 +60,9 @@ flags.DEFINE_integer("image_size", 64, "Image height and width.", lower_bound=1)
 flags.DEFINE_integer("steps", 10, "Timed steps per model (after 2 warm-up steps).", lower_bound=1)
 flags.DEFINE_integer("num_classes", 10, "Classifier outputs.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled children.")
-flags.DEFINE_integer("children", 10, "--measure=speed: sampled children compared with their standalone models.", lower_bound=1)
+flags.DEFINE_integer(
+    "children", 10, "--measure=speed: sampled children compared with their standalone models.", lower_bound=1
+)
 flags.DEFINE_list("executions", ["mask", "slice"], "Supernet execution modes to measure.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the supernet steps with XLA (the 'mask' mode only).")
 flags.DEFINE_integer("repeats", 2, "--measure=startup: processes per command.", lower_bound=1)
@@ -152,13 +154,15 @@ def benchmark_speed() -> dict:
     for index, child in enumerate([largest] + _children(space)):
         masks = one_hot_masks(space, child)
         standalone = standalone_step_fn(tunas_keras.build_model(child, FLAGS.num_classes, shape))
-        runs = {mode: (lambda step=step: step(images, labels, masks)) for mode, step in steps.items()}
-        runs["standalone"] = lambda: standalone(images, labels)
+        runs = {mode: (lambda step=step, masks=masks: step(images, labels, masks)) for mode, step in steps.items()}
+        runs["standalone"] = lambda standalone=standalone: standalone(images, labels)
         times = _time_alternating(runs, FLAGS.steps if index == 0 else max(3, FLAGS.steps // 2))
         for mode in FLAGS.executions:
             ratio = times[mode] / times["standalone"]
             if index == 0:
-                results[mode].update(largest=ratio, largest_ms=1000 * times[mode], standalone_ms=1000 * times["standalone"])
+                results[mode].update(
+                    largest=ratio, largest_ms=1000 * times[mode], standalone_ms=1000 * times["standalone"]
+                )
             else:
                 results[mode]["children"].append(ratio)
     return results
@@ -243,8 +247,14 @@ def _search_step(count: int, strategy):
     from tunas_keras.training.trainer import Trainer  # pylint: disable=import-outside-toplevel
 
     config = SearchConfig(
-        space=FLAGS.space, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size, steps=100 * FLAGS.steps,
-        optimizer="rmsprop", model_dir="unused", progress_bar=False, architectures_per_step=count,
+        space=FLAGS.space,
+        batch_size=FLAGS.batch_size,
+        image_size=FLAGS.image_size,
+        steps=100 * FLAGS.steps,
+        optimizer="rmsprop",
+        model_dir="unused",
+        progress_bar=False,
+        architectures_per_step=count,
         supernet_execution=FLAGS.executions[0],
     )
     task = SearchTask(config)
@@ -280,7 +290,8 @@ def _report_speed() -> None:
         children = sorted(result["children"])
         print(
             f"  {mode}{' +XLA' if FLAGS.jit_compile and mode == 'mask' else ''}: largest child "
-            f"{result['largest_ms']:.1f} ms vs standalone {result['standalone_ms']:.1f} ms -> ratio {result['largest']:.3f}; "
+            f"{result['largest_ms']:.1f} ms vs standalone {result['standalone_ms']:.1f} ms "
+            f"-> ratio {result['largest']:.3f}; "
             f"{len(children)} sampled children: median ratio {statistics.median(children):.3f} "
             f"(min {children[0]:.3f}, max {children[-1]:.3f})"
         )
@@ -300,7 +311,10 @@ def main(argv):
     del argv
     with errors.user_input():
         tunas_keras.get_search_space(FLAGS.space)
-        for argument, values, allowed in (("measure", FLAGS.measure, MEASUREMENTS), ("executions", FLAGS.executions, EXECUTION_MODES)):
+        for argument, values, allowed in (
+            ("measure", FLAGS.measure, MEASUREMENTS),
+            ("executions", FLAGS.executions, EXECUTION_MODES),
+        ):
             if not values or sorted(set(values) - set(allowed)):
                 raise ValueError(
                     f"Invalid value for argument `{argument}`. Expected a list of {list(allowed)}. Received: {values}"
@@ -325,7 +339,10 @@ def _measure() -> None:
         _report_memory()
     if "startup" in FLAGS.measure:
         times = benchmark_startup()
-        print(f"  startup: search {times['search']:.1f} s, train {times['train']:.1f} s -> ratio {times['search'] / times['train']:.2f}")
+        print(
+            f"  startup: search {times['search']:.1f} s, train {times['train']:.1f} s "
+            f"-> ratio {times['search'] / times['train']:.2f}"
+        )
     if "search" in FLAGS.measure:
         throughput = benchmark_search()
         for name, value in throughput.items():

@@ -41,8 +41,13 @@ def main(argv):
     del argv
     with errors.user_input():
         found = resolve_architecture(
-            FLAGS.architecture, FLAGS.indices, FLAGS.space, FLAGS.reference, FLAGS.reference_space,
-            as_point=True, allow_list=True,
+            FLAGS.architecture,
+            FLAGS.indices,
+            FLAGS.space,
+            FLAGS.reference,
+            FLAGS.reference_space,
+            as_point=True,
+            allow_list=True,
         )
         architectures = found if isinstance(found, list) else [found]
         spaces = {architecture.space for architecture in architectures}

@@ -20,11 +20,13 @@ from tunas_keras.training.trainer import check_checkpoint_readable, check_writab
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("search_dir", None, "model_dir of a tools/search.py run (config.json, checkpoints/).")
-flags.DEFINE_integer("num_architectures", 32, "Uniformly sampled children (besides the smallest and the largest).",
-                     lower_bound=3)
+flags.DEFINE_integer(
+    "num_architectures", 32, "Uniformly sampled children (besides the smallest and the largest).", lower_bound=3
+)
 flags.DEFINE_integer("num_batches", 4, "Held-out batches each child is evaluated on.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 128, "Held-out batch size (the search's validation batch is 4 x its batch).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", 128, "Held-out batch size (the search's validation batch is 4 x its batch).", lower_bound=1
+)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled architectures.")
 flags.DEFINE_string("output", None, "Optional JSON file for the full result.")
 flags.mark_flag_as_required("search_dir")

@@ -185,9 +185,11 @@ def main(argv):
         f"{'most likely':>11s} {'|c/T0-1|':>8s} {'gap':>6s} {'MACs(M)':>8s} {'entropy':>7s} {'time(s)':>7s}"
     )
     seeds = [int(seed) for seed in FLAGS.seeds] if FLAGS.seeds else [FLAGS.seed]
-    print(f"steps={FLAGS.steps} K={','.join(FLAGS.batch_size)} base_lr={FLAGS.base_learning_rate} "
-          f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
-          f"+ N(0, {FLAGS.noise}^2); seeds {seeds}" + (" (means; |c/T0-1| as mean ± std)" if len(seeds) > 1 else ""))
+    print(
+        f"steps={FLAGS.steps} K={','.join(FLAGS.batch_size)} base_lr={FLAGS.base_learning_rate} "
+        f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
+        f"+ N(0, {FLAGS.noise}^2); seeds {seeds}" + (" (means; |c/T0-1| as mean ± std)" if len(seeds) > 1 else "")
+    )
     print(header)
     print("-" * len(header))
     simulators = {}

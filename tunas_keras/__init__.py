@@ -1,9 +1,9 @@
 """tunas_keras: hardware-aware neural architecture search (TuNAS) for tf_keras.
 
-    >>> import tunas_keras
-    >>> space = tunas_keras.get_search_space("proxyless")
-    >>> arch = tunas_keras.reference_architecture("proxylessnas_mobile")
-    >>> model = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
+>>> import tunas_keras
+>>> space = tunas_keras.get_search_space("proxyless")
+>>> arch = tunas_keras.reference_architecture("proxylessnas_mobile")
+>>> model = tunas_keras.build_model(arch, num_classes=10, input_shape=(32, 32, 3))
 """
 
 import os as _os

@@ -181,7 +181,10 @@ def compare_with_keras_mobilenet_v2(
     models = {
         "tunas_keras": build_model("mobilenet_v2", num_classes=1001, input_shape=shape),
         "keras_applications": keras.applications.MobileNetV2(
-            input_shape=shape, weights=None, classes=1001, classifier_activation=None  # logits, like ours
+            input_shape=shape,
+            weights=None,
+            classes=1001,
+            classifier_activation=None,  # logits, like ours
         ),
     }
     paths, ops, parity = {}, {}, {}

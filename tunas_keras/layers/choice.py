@@ -169,11 +169,15 @@ class ChoiceBlock(keras.layers.Layer):
 
     def _merged(self, selection, inputs, context, training, gate, static_shapes):
         """The largest branch, run with every variable merged over the branches (one-hot only)."""
-        largest = max(range(self.num_branches), key=lambda i: max(map(_spatial_size, self.branches[i].trainable_weights)))
+        largest = max(
+            range(self.num_branches), key=lambda i: max(map(_spatial_size, self.branches[i].trainable_weights))
+        )
         mapping, weights = {}, tf.unstack(selection)
         sizes = [max(map(_spatial_size, branch.trainable_weights)) for branch in self.branches]
         # The chosen kernel size ("slice" runs it at that size): one-hot weights pick it exactly.
-        chosen = None if static_shapes else tf.cast(tf.tensordot(selection, [float(size) for size in sizes], 1), tf.int32)
+        chosen = (
+            None if static_shapes else tf.cast(tf.tensordot(selection, [float(size) for size in sizes], 1), tf.int32)
+        )
         for variables in zip(*(branch.trainable_weights for branch in self.branches)):
             target = variables[largest]
             size = _spatial_size(target)

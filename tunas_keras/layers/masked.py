@@ -162,7 +162,11 @@ class MaskedConv2D(keras.layers.Layer):
     def masked_kernel(self, input_mask=None, output_mask=None, input_channels=None, output_channels=None):
         """The kernel cut to `input_channels` / `output_channels` (if given) and multiplied by the masks."""
         kernel = read_weight(self.kernel)
-        cuts = {axis: count for axis, count in ((2, input_channels), (3, output_channels)) if not _is_full(count, kernel.shape[axis])}
+        cuts = {
+            axis: count
+            for axis, count in ((2, input_channels), (3, output_channels))
+            if not _is_full(count, kernel.shape[axis])
+        }
         if cuts:  # one strided slice for both axes
             kernel = _prefix(kernel, cuts)
             input_mask, output_mask = _leading(input_mask, cuts.get(2)), _leading(output_mask, cuts.get(3))

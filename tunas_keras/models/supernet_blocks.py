@@ -170,13 +170,19 @@ class SqueezeExcite(SupernetOp):
 
     def _gate_values(self, inputs, context, gate):
         inner, hidden = context.mask(self.inner_width), context.mask(self.hidden_width)
-        inner_channels, hidden_channels = context.channels(self.inner_width, gate), context.channels(self.hidden_width, gate)
+        inner_channels, hidden_channels = (
+            context.channels(self.inner_width, gate),
+            context.channels(self.hidden_width, gate),
+        )
         pooled = tf.reduce_mean(_cut(inputs, inner_channels, gate), axis=[1, 2], keepdims=True)
         values = self.reduce(
             pooled, input_mask=inner, output_mask=hidden, input_channels=inner_channels, output_channels=hidden_channels
         )
         values = self.expand(
-            tf.nn.relu(values), input_mask=hidden, output_mask=inner, input_channels=hidden_channels,
+            tf.nn.relu(values),
+            input_mask=hidden,
+            output_mask=inner,
+            input_channels=hidden_channels,
             output_channels=inner_channels,
         )
         return tf.sigmoid(values)
@@ -249,7 +255,9 @@ class Choice(SupernetOp):
 
     def active_l2(self, context):
         weights = context.selections[self.selection.key]
-        return tf.add_n([weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
+        return tf.add_n(
+            [weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)]
+        )
 
     def export(self, prefix, indices):
         return self.block.branches[self.selection.index(indices)].export(prefix, indices)

@@ -162,8 +162,7 @@ FIELD_HELP = {
     "then x 10^progress.",
     "rl_delay_fraction": "Fraction of the steps before the controller starts learning, in [0, 1].",
     "entropy_weight": "Weight of the policy-entropy bonus in the REINFORCE loss.",
-    "op_warmup": "Op warmup: early steps train every op choice (the probability decays to 0 over "
-    "--warmup_fraction).",
+    "op_warmup": "Op warmup: early steps train every op choice (the probability decays to 0 over --warmup_fraction).",
     "filter_warmup": "Filter warmup: early steps train the largest filter choices (decays like op warmup).",
     "warmup_fraction": "Fraction of the steps over which op / filter warmup decay from 1 to 0, in [0, 1].",
     "architecture": "Path of an architecture.json (as written by tools/search.py).",
@@ -173,8 +172,7 @@ FIELD_HELP = {
     "evaluate on 'test'.",
     "dropout_rate": "Dropout before the classifier, in [0, 1); None: 0 below 150 epochs, else 0.15 "
     "(0.25 MobileNetV3-like).",
-    "weight_ema": "Decay of an exponential moving average of the weights used for evaluation, in [0, 1); "
-    "None: off.",
+    "weight_ema": "Decay of an exponential moving average of the weights used for evaluation, in [0, 1); None: off.",
     "init_from_supernet": "A tools/search.py model_dir: start from the child's weights in its supernet.",
     "eval_batches": "Evaluate on at most this many batches; None: the whole split.",
     "tolerance": "Sampled architectures cost within target_latency +- tolerance (paper: 1 ms).",
@@ -247,7 +245,9 @@ def validate_config(config: Any) -> None:
     from tunas_keras.training.trainer import STRATEGIES  # pylint: disable=import-outside-toplevel
 
     choices = {
-        "optimizer": sorted(OPTIMIZERS), "strategy": list(STRATEGIES), "reward": sorted(REWARDS),
+        "optimizer": sorted(OPTIMIZERS),
+        "strategy": list(STRATEGIES),
+        "reward": sorted(REWARDS),
         "supernet_execution": [*EXECUTION_MODES, "auto"],
     }
     for name, allowed in choices.items():
@@ -263,8 +263,11 @@ def _check_dataset(config: Any) -> None:
 
     try:
         datasets.get_dataset(
-            config.dataset, image_size=config.image_size, seed=config.seed,
-            held_out_fraction=config.held_out_fraction, data_dir=config.data_dir,
+            config.dataset,
+            image_size=config.image_size,
+            seed=config.seed,
+            held_out_fraction=config.held_out_fraction,
+            data_dir=config.data_dir,
         )
     except ValueError as error:
         message = str(error)

@@ -84,13 +84,26 @@ def run_random_search(config: RandomSearchConfig, train_fn=None) -> dict:
         else:
             indices = ":".join(map(str, sample["indices"]))
             result = train_fn(_train_config(config, indices, model_dir))
-        rows.append({"model": number, "indices": sample["indices"], "cost": sample["cost"], "valid_top1": result["top1"]})
+        rows.append(
+            {"model": number, "indices": sample["indices"], "cost": sample["cost"], "valid_top1": result["top1"]}
+        )
     best = max(rows, key=lambda row: row["valid_top1"])
-    summary = {"space": space.name, "target_latency": target, "tolerance": config.tolerance, "models": rows, "best": best}
+    summary = {
+        "space": space.name,
+        "target_latency": target,
+        "tolerance": config.tolerance,
+        "models": rows,
+        "best": best,
+    }
     write_atomic(os.path.join(config.model_dir, "summary.json"), json.dumps(summary, indent=2))
     write_atomic(os.path.join(config.model_dir, "summary.csv"), _csv(rows))
     architecture = space.architecture(best["indices"]).to_dict()
-    best_json = {**architecture, "cost": best["cost"], "cost_model": config.cost_model, "valid_top1": best["valid_top1"]}
+    best_json = {
+        **architecture,
+        "cost": best["cost"],
+        "cost_model": config.cost_model,
+        "valid_top1": best["valid_top1"],
+    }
     write_atomic(os.path.join(config.model_dir, "best_architecture.json"), json.dumps(best_json, indent=2))
     return summary
 
@@ -100,5 +113,7 @@ def _csv(rows: list) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["model", "cost", "valid_top1", "indices"])
     for row in rows:
-        writer.writerow([row["model"], f"{row['cost']:.4f}", f"{row['valid_top1']:.6f}", ":".join(map(str, row["indices"]))])
+        writer.writerow(
+            [row["model"], f"{row['cost']:.4f}", f"{row['valid_top1']:.6f}", ":".join(map(str, row["indices"]))]
+        )
     return buffer.getvalue()

@@ -145,10 +145,15 @@ class SearchTask(Task):
         self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
         logging.info(
             "Supernet execution: %s%s (--supernet_execution=%s)",
-            self.supernet.execution, " with XLA" if self.jit_compile else "", config.supernet_execution,
+            self.supernet.execution,
+            " with XLA" if self.jit_compile else "",
+            config.supernet_execution,
         )
         self.optimizer = schedules.make_optimizer(
-            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
             config.learning_rate_warmup_fraction,
         )
         # Slots now, not in the first step: a tf.function that creates variables traces twice.
@@ -196,7 +201,7 @@ class SearchTask(Task):
         return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, sample])
 
     def phase(self, step: int) -> str:
-        """"op_warmup" while op warmup may make op masks fractional, then "one_hot".
+        """ "op_warmup" while op warmup may make op masks fractional, then "one_hot".
 
         One step function per phase: the one-hot graph runs each kernel-size choice as one
         merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks. It saves
@@ -275,7 +280,11 @@ class SearchTask(Task):
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
         gradient_sums, stat_sums, samples = self._micro_batch_gradients(
-            self._split(train_images), self._split(train_labels), step, op_probability, filter_probability,
+            self._split(train_images),
+            self._split(train_labels),
+            step,
+            op_probability,
+            filter_probability,
             one_hot=phase == "one_hot",
         )
         # Mean over the K micro-batches; optimizers sum across replicas, hence also / replicas.
@@ -330,7 +339,9 @@ class SearchTask(Task):
         _, cost = self.most_likely()
         tf.summary.scalar("most_likely/cost", cost)
         tf.summary.scalar("most_likely/cost_ratio", cost / self.target_latency)
-        for position, (decision, probabilities) in enumerate(zip(self.space.decisions, self.controller.probabilities())):
+        for position, (decision, probabilities) in enumerate(
+            zip(self.space.decisions, self.controller.probabilities())
+        ):
             if decision.num_choices == 1:
                 continue
             values = np.asarray(probabilities)
@@ -361,5 +372,3 @@ class SearchTask(Task):
         write_atomic(os.path.join(model_dir, "search_log.json"), json.dumps(log))
         report.write_search_report(os.path.join(model_dir, "report.png"), self.space, history, probabilities, result)
         return result
-
-

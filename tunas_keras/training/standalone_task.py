@@ -57,10 +57,13 @@ class StandaloneTask(Task):
     def __init__(self, config: TrainConfig):
         if config.protocol not in PROTOCOLS:
             raise ValueError(
-                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. Received: {config.protocol!r}"
+                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. "
+                f"Received: {config.protocol!r}"
             )
         self.config = config
-        self.architecture = sources.resolve_architecture(config.architecture, config.indices, config.space, config.reference)
+        self.architecture = sources.resolve_architecture(
+            config.architecture, config.indices, config.space, config.reference
+        )
         if config.init_from_supernet:
             supernet_source(self.architecture, config.init_from_supernet)
         self.data = dataset_from_config(config)
@@ -69,7 +72,9 @@ class StandaloneTask(Task):
         self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
         self.epochs = self.total_steps * config.batch_size / examples
         self.dropout_rate = (
-            config.dropout_rate if config.dropout_rate is not None else default_dropout_rate(self.epochs, self.architecture)
+            config.dropout_rate
+            if config.dropout_rate is not None
+            else default_dropout_rate(self.epochs, self.architecture)
         )
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
@@ -85,7 +90,10 @@ class StandaloneTask(Task):
         if config.init_from_supernet:
             copy_weights_from_supernet(self.model, self.architecture, config.init_from_supernet)
         self.optimizer = schedules.make_optimizer(
-            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
             config.learning_rate_warmup_fraction,
         )
         schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
@@ -105,7 +113,11 @@ class StandaloneTask(Task):
     def dataset_fn(self, start_step: int):
         def make(input_context):
             dataset = self.data.make(
-                self.train_split, self.config.batch_size, training=True, seed=self.config.seed, input_context=input_context
+                self.train_split,
+                self.config.batch_size,
+                training=True,
+                seed=self.config.seed,
+                input_context=input_context,
             )
             return dataset.skip(start_step)
 
@@ -143,7 +155,9 @@ class StandaloneTask(Task):
         self.model.save_weights(os.path.join(model_dir, "model.weights.h5"))
         architecture = self.architecture
         result = {
-            "architecture": architecture.to_dict() if isinstance(architecture, Architecture) else {"reference": architecture},
+            "architecture": architecture.to_dict()
+            if isinstance(architecture, Architecture)
+            else {"reference": architecture},
             "protocol": self.config.protocol,
             "eval_split": self.eval_split,
             "steps": self.total_steps,
@@ -180,7 +194,12 @@ def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches:
         count += int(labels.shape[0])
     if count == 0:
         raise ValueError(f"Invalid evaluation: split {split!r} yielded no examples.")
-    return {"top1": totals[0] / count, "top5": totals[1] / count, "eval_loss": totals[2] / count, "eval_examples": count}
+    return {
+        "top1": totals[0] / count,
+        "top5": totals[1] / count,
+        "eval_loss": totals[2] / count,
+        "eval_examples": count,
+    }
 
 
 def supernet_source(architecture, search_dir: str) -> tuple:

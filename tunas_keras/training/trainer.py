@@ -129,6 +129,8 @@ def gpu_op_determinism(enabled: bool):
     finally:
         if not enabled_before:
             tf_config.disable_op_determinism()
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's outputs: always, except on non-chief multi-worker tasks.
 
@@ -308,7 +310,8 @@ class Task(abc.ABC):
     jit_compile: bool = False
 
     def write_summaries(self, step: int) -> None:
-        """Extra summaries (host side), called inside the trainer's summary writer context."""
+        """Extra summaries (host side), called inside the trainer's summary writer context; none by default."""
+        del step
 
     progress_names: tuple = ("loss",)
 

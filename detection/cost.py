@@ -152,8 +152,14 @@ class DetectionCostModel(TabulatedCostModel):
         ]
         for name, width in self.widths.items():
             per_channel = self.ms_per_mac * self.head_per_channel[name]
-            segments.append(TableSegment(f"ssdlite_head/{name}", width.factors, width.shape,
-                                         per_channel * np.asarray(width.values, np.float64)))  # fmt: skip
+            segments.append(
+                TableSegment(
+                    f"ssdlite_head/{name}",
+                    width.factors,
+                    width.shape,
+                    per_channel * np.asarray(width.values, np.float64),
+                )
+            )
         bias = self.backbone.bias * scale + self.ms_per_mac * self.head_offset
         super().__init__(space, f"{self.backbone.name}+ssdlite@{image_size}", "ms", bias, segments)
 

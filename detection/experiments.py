@@ -39,8 +39,10 @@ def validation_quality(model, data, split: str, batch_size: int, max_batches: in
 def candidate_architectures(space, count: int, seed: int = 0) -> dict:
     """The smallest point of the space, middle widths with every optional layer skipped, random points."""
     smallest = list(extreme_indices(space)[0])
-    middle = [decision.num_choices // 2 if decision.tag == "filters" else index
-              for decision, index in zip(space.decisions, smallest, strict=True)]  # fmt: skip
+    middle = [
+        decision.num_choices // 2 if decision.tag == "filters" else index
+        for decision, index in zip(space.decisions, smallest, strict=True)
+    ]
     sampled = uniform_indices(space, np.random.default_rng(seed), max(0, count - 2))
     rows = [smallest, middle] + [row.tolist() for row in sampled]
     return {f"arch{position}": space.architecture(row) for position, row in enumerate(rows)}
@@ -54,15 +56,30 @@ def rank_quality_against_map(steps: int, image_size: int, count: int, batch_size
     for name, architecture in candidate_architectures(space, count).items():
         with tempfile.TemporaryDirectory() as model_dir:
             config = DetectionTrainConfig(
-                indices=str(architecture), space=space.name, image_size=image_size, steps=steps,
-                batch_size=batch_size, model_dir=model_dir, progress_bar=False, eval_batches=eval_batches,
-                eval_batch_size=batch_size, checkpoint_every=steps,
-            )  # fmt: skip
+                indices=str(architecture),
+                space=space.name,
+                image_size=image_size,
+                steps=steps,
+                batch_size=batch_size,
+                model_dir=model_dir,
+                progress_bar=False,
+                eval_batches=eval_batches,
+                eval_batch_size=batch_size,
+                checkpoint_every=steps,
+            )
             task = DetectionTask(config, data)
             result = run_task(task, config)
         quality = validation_quality(task.model, data, "valid", batch_size, eval_batches, config)
-        rows.append({"name": name, "indices": str(architecture), "quality": quality, "AP": result["AP"],
-                     "AP50": result["AP50"], "params": result["params"]})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "indices": str(architecture),
+                "quality": quality,
+                "AP": result["AP"],
+                "AP50": result["AP50"],
+                "params": result["params"],
+            }
+        )
         print(json.dumps(rows[-1]))
     return {
         "rows": rows,

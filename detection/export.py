@@ -69,16 +69,25 @@ def tflite_generator(image_size: int, config: PostprocessConfig) -> MultilevelDe
     )
 
 
-def convert_detector(
-    model, image_size: int, config: PostprocessConfig = DEFAULT_POSTPROCESS, anchor_config=SSD_ANCHORS,
-    quantization: str = "none",
-) -> bytes:  # fmt: skip
-    """The `.tflite` flatbuffer of a detector with the post-processing op (see the module docstring)."""
+def check_quantization(quantization: str) -> str:
+    """`quantization` if a detector can be exported with it; a ValueError naming the argument otherwise."""
     if quantization not in EXPORT_QUANTIZATIONS:
         raise ValueError(
             f"Invalid value for argument `quantization`. Expected one of {list(EXPORT_QUANTIZATIONS)} for a detector "
             f"(int8 with the post-processing op is not supported yet). Received: quantization={quantization!r}"
         )
+    return quantization
+
+
+def convert_detector(
+    model,
+    image_size: int,
+    config: PostprocessConfig = DEFAULT_POSTPROCESS,
+    anchor_config=SSD_ANCHORS,
+    quantization: str = "none",
+) -> bytes:
+    """The `.tflite` flatbuffer of a detector with the post-processing op (see the module docstring)."""
+    check_quantization(quantization)
     anchors = multilevel_anchor_boxes(image_size, anchor_config)
     generator = tflite_generator(image_size, config)
     signature = tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name="images")

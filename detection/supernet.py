@@ -72,9 +72,12 @@ class DetectionSupernet(keras.Model):
         self.num_classes = check_num_classes(num_classes)
         self.image_shape = check_input_shape(input_shape)
         self.backbone = build_supernet(
-            space, num_classes=1, input_shape=self.image_shape, zero_init_residual=zero_init_residual,
+            space,
+            num_classes=1,
+            input_shape=self.image_shape,
+            zero_init_residual=zero_init_residual,
             execution=execution,
-        )  # fmt: skip
+        )
         # The classifier has no role here: zero and frozen (and outside the L2 penalty anyway).
         self.backbone.classifier.kernel.assign(tf.zeros_like(self.backbone.classifier.kernel))
         self.backbone.classifier.trainable = False

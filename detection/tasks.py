@@ -31,13 +31,13 @@ from detection.evaluation import evaluate_detection
 from detection.losses import LossConfig, detection_loss
 from detection.model import PostprocessConfig, build_detector
 from detection.supernet import build_detection_supernet
+from tunas_keras.export import sources
 from tunas_keras.models.standalone import kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
-from tunas_keras.training.child_ranking import read_search_config
 from tunas_keras.training.search_task import SearchTask, total_steps_for
-from tunas_keras.training.standalone_task import PROTOCOLS, resolve_architecture
-from tunas_keras.training.trainer import Task, run_task, write_atomic
+from tunas_keras.training.standalone_task import PROTOCOLS, supernet_source
+from tunas_keras.training.trainer import Task, prepare_task, run_task, write_atomic
 
 RESULT_FILE = "detection_result.json"
 LOSS_NAMES = ("detection_loss", "class_loss", "box_loss")
@@ -93,7 +93,11 @@ class DetectionTask(Task):
                 f"Received: {config.protocol!r}"
             )
         self.config = config
-        self.architecture = resolve_architecture(config)
+        self.architecture = sources.resolve_architecture(
+            config.architecture, config.indices, config.space, config.reference
+        )
+        if config.init_from_supernet:
+            supernet_source(self.architecture, config.init_from_supernet, DetectionSearchConfig)
         self.data = data or detection_data_from_config(config)
         self.train_split, self.eval_split = PROTOCOLS[config.protocol]
         examples = self.data.num_examples(self.train_split)
@@ -110,9 +114,12 @@ class DetectionTask(Task):
         if config.init_from_supernet:
             self.model.set_weights(searched_detector(config.init_from_supernet, self.architecture, shape).get_weights())
         self.optimizer = schedules.make_optimizer(
-            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
             config.learning_rate_warmup_fraction,
-        )  # fmt: skip
+        )
         # Slots now, not in the first step: a tf.function that creates variables traces twice.
         schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
 
@@ -122,9 +129,12 @@ class DetectionTask(Task):
     def dataset_fn(self, start_step: int):
         def make(input_context):
             dataset = self.data.make(
-                self.train_split, self.config.batch_size, training=True, seed=self.config.seed,
+                self.train_split,
+                self.config.batch_size,
+                training=True,
+                seed=self.config.seed,
                 input_context=input_context,
-            )  # fmt: skip
+            )
             return dataset.skip(start_step)
 
         return make
@@ -144,9 +154,13 @@ class DetectionTask(Task):
         """COCO metrics of the current weights on the evaluation split."""
         config = self.config
         return evaluate_detection(
-            lambda images: self.model(images, training=False), self.data, self.eval_split, config.eval_batch_size,
-            config.eval_batches, postprocess_config(config),
-        )  # fmt: skip
+            lambda images: self.model(images, training=False),
+            self.data,
+            self.eval_split,
+            config.eval_batch_size,
+            config.eval_batches,
+            postprocess_config(config),
+        )
 
     def write_summaries(self, step: int) -> None:
         every = self.config.eval_every
@@ -215,9 +229,13 @@ class DetectionSearchTask(SearchTask):
     def _build_supernet(self, shape: tuple):
         config = self.config
         return build_detection_supernet(
-            self.space, self.data.num_classes, shape, self.data.anchor_config, config.zero_init_residual,
+            self.space,
+            self.data.num_classes,
+            shape,
+            self.data.anchor_config,
+            config.zero_init_residual,
             execution=config.supernet_execution,
-        )  # fmt: skip
+        )
 
     def _micro_batch_loss(self, images, labels, sample_masks, one_hot) -> dict:
         outputs = self.supernet(images, sample_masks, training=True, one_hot=one_hot)
@@ -240,12 +258,7 @@ class DetectionSearchTask(SearchTask):
 
 def searched_detector(search_dir: str, architecture: Architecture, input_shape) -> "tf.keras.Model":
     """The detector of `architecture` with the shared weights of the detection search in `search_dir`."""
-    if not isinstance(architecture, Architecture):
-        raise ValueError(
-            "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
-            f"start from supernet weights. Received a reference name: {architecture!r}"
-        )
-    search, checkpoint = read_search_config(search_dir, "init_from_supernet", DetectionSearchConfig)
+    search, checkpoint = supernet_source(architecture, search_dir, DetectionSearchConfig)
     data = detection_data_from_config(search)
     shape = (search.image_size, search.image_size, 3)
     supernet = build_detection_supernet(search.space, data.num_classes, shape, data.anchor_config)
@@ -253,11 +266,27 @@ def searched_detector(search_dir: str, architecture: Architecture, input_shape) 
     return supernet.extract_child(architecture, input_shape=tuple(input_shape))
 
 
-def run_detection_training(config: DetectionTrainConfig, strategy=None, stop_after=None) -> dict:
-    """Trains (or resumes) and evaluates a detector; returns `detection_result.json`."""
-    return run_task(DetectionTask(config), config, strategy, stop_after)
+def prepare_detection_training(config: DetectionTrainConfig) -> DetectionTask:
+    """The validated task of `config` (see `trainer.prepare_task`: a UserInputError otherwise)."""
+    return prepare_task(DetectionTask, config)
 
 
-def run_detection_search(config: DetectionSearchConfig, strategy=None, stop_after=None) -> dict:
-    """Runs (or resumes) a detection search; returns the `architecture.json` dict."""
-    return run_task(DetectionSearchTask(config), config, strategy, stop_after)
+def prepare_detection_search(config: DetectionSearchConfig) -> DetectionSearchTask:
+    """The validated task of `config` (see `trainer.prepare_task`: a UserInputError otherwise)."""
+    return prepare_task(DetectionSearchTask, config)
+
+
+def run_detection_training(config: DetectionTrainConfig, strategy=None, stop_after=None, task=None) -> dict:
+    """Trains (or resumes) and evaluates a detector; returns `detection_result.json`.
+
+    `task`: the result of `prepare_detection_training(config)` if the caller already validated.
+    """
+    return run_task(task or prepare_detection_training(config), config, strategy, stop_after)
+
+
+def run_detection_search(config: DetectionSearchConfig, strategy=None, stop_after=None, task=None) -> dict:
+    """Runs (or resumes) a detection search; returns the `architecture.json` dict.
+
+    `task`: the result of `prepare_detection_search(config)` if the caller already validated.
+    """
+    return run_task(task or prepare_detection_search(config), config, strategy, stop_after)

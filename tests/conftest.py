@@ -38,6 +38,34 @@ def space(request):
     return registry.get_search_space(request.param)
 
 
+def assert_close_to_scale(actual, expected, tolerance: float, message: str = "") -> None:
+    """max |actual - expected| <= tolerance * max(1, max |expected|).
+
+    For float32 outputs of two different computations (Keras vs TFLite, a supernet vs its
+    child, masked vs plain layers): other CPUs run other kernels (oneDNN vs Eigen, AVX2 vs
+    AVX-512 blocking), which round differently, by an amount proportional to the values' scale.
+    An absolute tolerance tuned to one machine's logits fails on another's, or when the values
+    are larger; this one scales with them (and stays absolute for values below 1).
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    difference = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    details = f"max |diff| {difference:.3g} > {tolerance:g} x scale {scale:.3g}. {message}"
+    assert difference <= tolerance * scale, details
+
+
+def without_key(value, key: str):
+    """`value` (nested dicts / lists) without `key` anywhere, e.g. the model_dir of stored configs."""
+    if isinstance(value, dict):
+        return {name: without_key(item, key) for name, item in value.items() if name != key}
+    if isinstance(value, list):
+        return [without_key(item, key) for item in value]
+    return value
+
+
 def tiny_search_space():
     """A three-block space that traces in seconds: stem, a block of one fixed and one skippable
     bottleneck (kernel {3, 5}, expansion {1, 2}, width {8, 16}), head. 7 decisions, nested ones included."""

@@ -34,8 +34,13 @@ class SyntheticDevice(protocol.Device):
 
     def __init__(self, space, image_size=32, num_classes=10, noise=0.0, seed=0, fail_after=None):
         self.catalogue = layer_table.layer_catalogue(space, image_size, num_classes)
-        self.space, self.noise, self.rng, self.calls, self.fail_after = space, noise, np.random.default_rng(seed), 0, \
-            fail_after
+        self.space, self.noise, self.rng, self.calls, self.fail_after = (
+            space,
+            noise,
+            np.random.default_rng(seed),
+            0,
+            fail_after,
+        )
         self.overhead = 0.01
         self.scales = 1.0 + 0.1 * np.arange(len(space.spec.blocks)) / len(space.spec.blocks)
         self.latency = {key: self.layer_ms(variant) for key, variant in self.catalogue.variants.items()}
@@ -55,8 +60,12 @@ class SyntheticDevice(protocol.Device):
 
     def network_ms(self, indices) -> float:
         weights = layer_table.network_cost(self.catalogue, self.parameters, indices)
-        return self.overhead + 0.4 + 0.2 * weights + layer_table.block_costs(self.catalogue, self.latency, indices) \
-            @ self.scales
+        return (
+            self.overhead
+            + 0.4
+            + 0.2 * weights
+            + layer_table.block_costs(self.catalogue, self.latency, indices) @ self.scales
+        )
 
     def prepare(self, item):
         return item
@@ -65,12 +74,19 @@ class SyntheticDevice(protocol.Device):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("killed")
-        values = {"overhead": lambda: self.overhead, "op": lambda: self.overhead + self.op_ms(item.payload),
-                  "layer": lambda: self.overhead + self.layer_ms(item.payload),
-                  "network": lambda: self.network_ms(item.payload.indices)}
+        values = {
+            "overhead": lambda: self.overhead,
+            "op": lambda: self.overhead + self.op_ms(item.payload),
+            "layer": lambda: self.overhead + self.layer_ms(item.payload),
+            "network": lambda: self.network_ms(item.payload.indices),
+        }
         value = values[item.kind]() * math.exp(self.noise * self.rng.standard_normal())
-        return {"min": 0.99 * value, "median": value, "mean": 1.01 * value,
-                "provenance": {"device": {"cpu_model": "synthetic"}, "runtime": {"name": "synthetic"}}}
+        return {
+            "min": 0.99 * value,
+            "median": value,
+            "mean": 1.01 * value,
+            "provenance": {"device": {"cpu_model": "synthetic"}, "runtime": {"name": "synthetic"}},
+        }
 
 
 def _calibrate(tmp_path, device, settings=SETTINGS, **kwargs):
@@ -104,8 +120,10 @@ def test_table_recovers_the_layer_sum_and_the_correction_the_rest(tmp_path):
     assert model.provenance["fit"]["method"] == "table_corrected"
     assert model.provenance["measurement"]["protocol"]["rounds"] == 2
     for method in calibration.METHODS:
-        assert get_cost_model(str(tmp_path / f"cost_model_{method}.json"), "proxyless").provenance["fit"]["method"] \
+        assert (
+            get_cost_model(str(tmp_path / f"cost_model_{method}.json"), "proxyless").provenance["fit"]["method"]
             == method
+        )
     assert (tmp_path / calibration.PLOT_NAME).stat().st_size > 1000
     assert json.loads((tmp_path / calibration.REPORT_NAME).read_text())["heldout"] == report["heldout"]
     micro = json.loads((tmp_path / calibration.MICRO_NAME).read_text())
@@ -135,7 +153,8 @@ def test_every_op_measured_gives_a_predictor_ablation(tmp_path):
     for row in report["architectures"]["heldout"]:  # the sum of the ops is the layer sum
         assert row["table_ms"] == pytest.approx(fake.overhead + fake.layer_sum(row["indices"]), rel=1e-5)
     assert ablation["table"]["heldout"]["mape_percent"] == pytest.approx(
-        report["methods"]["table"]["heldout"]["mape_percent"], rel=0.05)  # the device is linear: nothing lost
+        report["methods"]["table"]["heldout"]["mape_percent"], rel=0.05
+    )  # the device is linear: nothing lost
     assert "table_corrected @29/98 ops / heldout" in calibration.format_report(report)
     table = calibration.calibration_report.study_markdown({"synthetic": report}).splitlines()
     assert len(table) == 2 + 3 + 2 and table[2].startswith("| synthetic | ridge | 22 | 98 ops | 10 |")
@@ -148,8 +167,12 @@ def test_interrupted_measurement_resumes_from_the_cache(tmp_path, caplog):
     _calibrate(tmp_path / "complete", complete, num_train=4, num_heldout=3, measure_only=True)
     for calls in (100, complete.calls - 10):  # killed among the micro-benchmarks, then among the networks
         with pytest.raises(KeyboardInterrupt):
-            _calibrate(tmp_path / "resumed", SyntheticDevice(space, fail_after=calls - 100 * (calls != 100)),
-                       num_train=4, num_heldout=3)
+            _calibrate(
+                tmp_path / "resumed",
+                SyntheticDevice(space, fail_after=calls - 100 * (calls != 100)),
+                num_train=4,
+                num_heldout=3,
+            )
     cache = tmp_path / "resumed" / calibration.CACHE_NAME
     assert len(cache.read_text().splitlines()) == complete.calls - 10
     text = cache.read_text()
@@ -185,11 +208,20 @@ def test_noisy_device_triggers_the_warning(tmp_path):
 
 
 def test_a_fit_below_the_noise_floor_is_flagged():
-    report = {"method": "table_corrected", "methods": {"table_corrected": {"heldout": {"mape_percent": 1.0}}},
-              "num_threads": 1, "load_average_1m": 3.5,
-              "networks": {"noise": {"round_to_round": {"mean": {"mape_percent": 2.5, "spearman": 0.995}},
-                                     "final_noise_percent": 1.3, "anchors": {"a": {"cv_percent": 1.0}}}},
-              "micro": {"noise": {"anchors": {}}}}
+    report = {
+        "method": "table_corrected",
+        "methods": {"table_corrected": {"heldout": {"mape_percent": 1.0}}},
+        "num_threads": 1,
+        "load_average_1m": 3.5,
+        "networks": {
+            "noise": {
+                "round_to_round": {"mean": {"mape_percent": 2.5, "spearman": 0.995}},
+                "final_noise_percent": 1.3,
+                "anchors": {"a": {"cv_percent": 1.0}},
+            }
+        },
+        "micro": {"noise": {"anchors": {}}},
+    }
     warnings = calibration.calibration_report.noise_warnings(report, max_noise_percent=3.0)
     assert len(warnings) == 2
     assert "noise floor (1.30 %" in warnings[0] and "held-out MAPE (1.00 %)" in warnings[0]
@@ -232,8 +264,12 @@ def test_bad_arguments(tmp_path):
         _calibrate(tmp_path / "file" / "sub", device)
     with pytest.raises(ValueError, match="`fit_only`: only 0 of the 74 micro-benchmarks are measured"):
         _calibrate(tmp_path / "empty", None, fit_only=True)
-    for kwargs, message in (({"space": "no_such_space"}, "`space`"), ({"quantization": "int4"}, "`quantization`"),
-                            ({"image_size": 0}, "`image_size`. Expected an int >= 1"), ({"cpus": "a"}, "`cpus`")):
+    for kwargs, message in (
+        ({"space": "no_such_space"}, "`space`"),
+        ({"quantization": "int4"}, "`quantization`"),
+        ({"image_size": 0}, "`image_size`. Expected an int >= 1"),
+        ({"cpus": "a"}, "`cpus`"),
+    ):
         with pytest.raises(ValueError, match=message):
             calibration.CalibrationSettings(**kwargs)
     with pytest.raises(ValueError, match="`runs`. Expected an int >= 1"):
@@ -272,10 +308,14 @@ def test_ridge_dual_form_equals_primal_and_spearman_matches_scipy():
     np.testing.assert_allclose(kernel, primal, atol=1e-10)
     assert bias == pytest.approx(targets.mean() - matrix.mean(0) @ primal)
     tall = rng.normal(size=(40, 6))  # more samples than features: the SVD route
-    np.testing.assert_allclose(fitting.fit_ridge(tall, targets.repeat(4)[:40], 0.1)[1],
-                               np.linalg.solve((tall - tall.mean(0)).T @ (tall - tall.mean(0)) + 4 * np.eye(6),
-                                               (tall - tall.mean(0)).T @ (targets.repeat(4)[:40] -
-                                                                          targets.repeat(4)[:40].mean())), atol=1e-10)
+    np.testing.assert_allclose(
+        fitting.fit_ridge(tall, targets.repeat(4)[:40], 0.1)[1],
+        np.linalg.solve(
+            (tall - tall.mean(0)).T @ (tall - tall.mean(0)) + 4 * np.eye(6),
+            (tall - tall.mean(0)).T @ (targets.repeat(4)[:40] - targets.repeat(4)[:40].mean()),
+        ),
+        atol=1e-10,
+    )
     stats = pytest.importorskip("scipy.stats")
     first, second = rng.integers(0, 5, 40), rng.normal(size=40)  # with ties
     assert calibration.spearman(first, second) == pytest.approx(stats.spearmanr(first, second)[0], abs=1e-12)
@@ -314,8 +354,12 @@ def _fake_phone(report_text, calls):
 def test_adb_device_with_a_fake_phone(tmp_path, monkeypatch):
     calls = []
     settings = calibration.CalibrationSettings(target="adb", cpus="4-7")
-    device = devices.AdbDevice(settings, str(tmp_path), {"serial": "abc"},
-                               _fake_phone((DATA_DIR / "benchmark_model_output.txt").read_text(), calls))
+    device = devices.AdbDevice(
+        settings,
+        str(tmp_path),
+        {"serial": "abc"},
+        _fake_phone((DATA_DIR / "benchmark_model_output.txt").read_text(), calls),
+    )
     monkeypatch.setattr(devices, "export_item", lambda item, path, settings: pathlib.Path(path).write_bytes(b"x"))
     item = protocol.Item("layer", "some layer")
     path = device.prepare(item)
@@ -335,10 +379,12 @@ def test_adb_device_with_a_fake_phone(tmp_path, monkeypatch):
 
 def test_end_to_end_with_real_exports(tmp_path):
     """The only calibration that exports and times real models (tiny: 32 px, 10 classes, 12 sampled ops)."""
-    options = calibration.Protocol(rounds=2, warmup_runs=0, runs=2, micro_rounds=2, micro_warmup_runs=0,
-                                   micro_runs=2, num_anchors=1)
-    report = calibration.calibrate(SETTINGS, str(tmp_path), num_train=1, num_heldout=2, unit="op", max_models=12,
-                                   options=options, progress=None)
+    options = calibration.Protocol(
+        rounds=2, warmup_runs=0, runs=2, micro_rounds=2, micro_warmup_runs=0, micro_runs=2, num_anchors=1
+    )
+    report = calibration.calibrate(
+        SETTINGS, str(tmp_path), num_train=1, num_heldout=2, unit="op", max_models=12, options=options, progress=None
+    )
     space = tunas_keras.get_search_space("proxyless")
     assert report["unit"] == "op" and report["micro"]["num_predicted"] > 0
     model = get_cost_model(str(tmp_path / "cost_model.json"), space)
@@ -361,10 +407,25 @@ def test_tool_fit_only(tmp_path):
     space = tunas_keras.get_search_space("proxyless")
     _calibrate(tmp_path, SyntheticDevice(space), num_train=30, num_heldout=10, measure_only=True)
     completed = subprocess.run(
-        [sys.executable, str(REPOSITORY / "tools" / "calibrate_cost_model.py"), f"--output_dir={tmp_path}",
-         "--fit_only", "--image_size=32", "--num_classes=10", "--num_train=30", "--num_heldout=10", "--rounds=2",
-         "--micro_rounds=2", "--num_anchors=2", "--anchor_every=10", "--method=table"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        [
+            sys.executable,
+            str(REPOSITORY / "tools" / "calibrate_cost_model.py"),
+            f"--output_dir={tmp_path}",
+            "--fit_only",
+            "--image_size=32",
+            "--num_classes=10",
+            "--num_train=30",
+            "--num_heldout=10",
+            "--rounds=2",
+            "--micro_rounds=2",
+            "--num_anchors=2",
+            "--anchor_every=10",
+            "--method=table",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "table (written) / heldout" in completed.stdout and "noise (networks" in completed.stdout

@@ -5,8 +5,8 @@ import json
 import types
 
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from tunas_keras.training import schedules

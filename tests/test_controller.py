@@ -188,7 +188,8 @@ def test_warmup_samples_are_scored_as_the_reference():
     assert replaced_somewhere
     # Batched samples score row by row.
     batch = tf.nest.map_structure(
-        lambda *fields: tf.stack(fields), *[controller.sample_with_warmup(tf.constant([s, 1]), 0.5, 0.5) for s in range(3)]
+        lambda *fields: tf.stack(fields),
+        *[controller.sample_with_warmup(tf.constant([s, 1]), 0.5, 0.5) for s in range(3)],
     )
     rows = [float(controller.log_prob(controller.sample_with_warmup(tf.constant([s, 1]), 0.5, 0.5))) for s in range(3)]
     np.testing.assert_allclose(controller.log_prob(type(plain)(*batch)).numpy(), rows, rtol=1e-5)

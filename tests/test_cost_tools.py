@@ -11,12 +11,10 @@ import pytest
 
 import tunas_keras
 from tunas_keras.cost_models import get_cost_model, sample_architectures
+from tunas_keras.export.sources import resolve_architecture
 from tunas_keras.schema import Architecture
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY / "tools"))
-
-import estimate_cost  # noqa: E402  (tools/estimate_cost.py)
 
 
 def run_tool(name, *arguments):
@@ -63,23 +61,33 @@ def test_sampling_errors():
         sample_architectures(space, "latency", 1)
 
 
-def test_estimate_cost_library_functions(tmp_path):
-    reference = estimate_cost.load_architectures(reference="proxylessnas_mobile")
-    assert estimate_cost.cost_lines(reference, ["pixel1"])[0].endswith("pixel1=84.4162 ms")
-    parsed = estimate_cost.load_architectures(space="proxyless", indices=str(reference[0]))
-    assert parsed == reference
+def test_the_one_architecture_resolver_of_estimate_cost(tmp_path):
+    """tools/estimate_cost.py resolves with the same function as train / export (points and lists)."""
+    reference = resolve_architecture(reference="proxylessnas_mobile", as_point=True)
+    assert isinstance(reference, Architecture) and reference.space == "proxyless"
+    assert get_cost_model("pixel1", reference.space).cost(reference) == pytest.approx(84.4162, abs=1e-3)
+    assert resolve_architecture(reference="proxylessnas_mobile") == "proxylessnas_mobile"  # a name for build_model
+    assert resolve_architecture(space="proxyless", indices=str(reference)) == reference
     path = tmp_path / "arch.json"
-    path.write_text(reference[0].to_json())
-    assert estimate_cost.load_architectures(architecture=str(path)) == reference
-    with pytest.raises(ValueError, match="Expected exactly one of --indices, --architecture, --reference"):
-        estimate_cost.load_architectures()
+    path.write_text(reference.to_json())
+    assert resolve_architecture(str(path)) == reference
+    path.write_text(json.dumps([reference.to_dict()] * 2))
+    assert resolve_architecture(str(path), allow_list=True) == [reference, reference]
+    with pytest.raises(ValueError, match="`architecture`.*not an architecture file"):
+        resolve_architecture(str(path))  # a list where one architecture is expected
+    with pytest.raises(ValueError, match="Expected exactly one of `architecture`, `indices`"):
+        resolve_architecture()
 
 
 def test_tools_end_to_end(tmp_path):
     output = tmp_path / "random.json"
     run_tool(
-        "sample_random_architectures.py", "--space=proxyless", "--min_cost=83", "--max_cost=85",
-        "--num_samples=3", f"--output={output}",
+        "sample_random_architectures.py",
+        "--space=proxyless",
+        "--min_cost=83",
+        "--max_cost=85",
+        "--num_samples=3",
+        f"--output={output}",
     )
     samples = json.loads(output.read_text())
     assert len(samples) == 3 and all(83 <= sample["cost"] <= 85 for sample in samples)
@@ -92,7 +100,11 @@ def test_tools_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_simulate_controller_smoke():
     stdout = run_tool(
-        "simulate_controller.py", "--spaces=proxyless", "--rewards=abs", "--schedules=exponential", "--steps=40",
+        "simulate_controller.py",
+        "--spaces=proxyless",
+        "--rewards=abs",
+        "--schedules=exponential",
+        "--steps=40",
         "--batch_size=8",
     )
     row = next(line for line in stdout.splitlines() if line.startswith("proxyless"))

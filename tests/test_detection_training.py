@@ -48,9 +48,17 @@ def test_training_steps_lower_the_loss_and_coco_map_is_positive():
 def test_detection_task_runs_under_the_trainer_and_reports_map(tmp_path):
     data = ShapesDetectionDataset(image_size=48, num_train_all=20, num_test=4)
     config = DetectionTrainConfig(
-        indices=str(small_architecture()), space="mobilenet_v3_like", image_size=48, steps=2, batch_size=4,
-        model_dir=str(tmp_path / "run"), progress_bar=False, eval_batch_size=2, summary_every=1, eval_every=1,
-    )  # fmt: skip
+        indices=str(small_architecture()),
+        space="mobilenet_v3_like",
+        image_size=48,
+        steps=2,
+        batch_size=4,
+        model_dir=str(tmp_path / "run"),
+        progress_bar=False,
+        eval_batch_size=2,
+        summary_every=1,
+        eval_every=1,
+    )
     result = run_task(DetectionTask(config, data), config)
     assert [entry["step"] for entry in result["evaluations"]] == [1]  # eval_every (the last step: finalize)
     assert result["eval_split"] == "valid" and result["eval_images"] == 2 and result["steps"] == 2

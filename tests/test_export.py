@@ -2,8 +2,8 @@
 
 What runs by default (32 px models; ~140 s on our 2 cores shared with other jobs, ~40 s of it
 the tiny network's training and QAT):
-- every reference model (`REFERENCE_NAMES`) exported in float32: max |Keras - TFLite| <= 1e-4 on
-  the embedded data, op list limited to `STANDALONE_OPS`;
+- every reference model (`REFERENCE_NAMES`) exported in float32: max |Keras - TFLite| <= 1e-4 x
+  max(1, max |logit|) on the embedded data, op list limited to `STANDALONE_OPS`;
 - fp16 and dynamic on `mobilenet_v3_large` (every op type our builders emit: SE, swish6), and
   PTQ int8 on `mobilenet_v2`: random weights, so only bounds on the differences (see
   `_well_conditioned`);
@@ -26,14 +26,28 @@ import tf_keras as keras
 
 import tunas_keras
 from search_spaces import REFERENCE_NAMES
+from tests.conftest import assert_close_to_scale
 from tunas_keras import specs
 from tunas_keras.export import pipeline, sources, tflite
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
 # Logits of standard deviation 2 over 10 classes: a confident softmax (max |logit| ~ 5-10), as
-# a trained classifier gives; float32 TFLite vs Keras then differs by ~1e-5.
+# a trained classifier gives; float32 TFLite vs Keras then differs by ~1e-5 here.
 LOGIT_STD = 2.0
+# float32 parity: max |Keras - TFLite| <= PARITY_TOLERANCE x max(1, max |logit|). Relative to the
+# logits' scale, not absolute: the two runtimes' kernels (oneDNN / Eigen vs XNNPACK, AVX2 vs
+# AVX-512) sum in other orders, so the difference grows with the logits. Measured on the
+# mobilenet_v3_like test model with seeds 0-7: max |diff| 2e-6 ... 1.56e-4 for max |logit| 1.6 ...
+# 41, i.e. at most 1.3e-5 of the scale; an absolute 1e-4 failed whenever the (then unseeded)
+# weights gave large logits, as on a fresh 2-core machine (1.58e-4).
+PARITY_TOLERANCE = 1e-4
+
+
+def _assert_float32_parity(parity: dict) -> None:
+    assert parity["max_abs_diff"] <= PARITY_TOLERANCE * max(1.0, parity["max_abs_logit"]), parity
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ops that would betray masks or choices (or unconverted TF ops) in an exported graph.
 FORBIDDEN_OP_PREFIXES = ("DELEGATE", "CUSTOM", "FLEX", "WHILE", "IF", "GATHER", "SELECT", "ONE_HOT", "WHERE")
@@ -140,7 +154,10 @@ def _export(model, tmp_path, quantization, data, name="model"):
         representative_images=representative,
         parity_images=data["valid"][0],
     )
-    numbers = {key: round(result.parity[key], 6) for key in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "max_abs_logit")}
+    numbers = {
+        key: round(result.parity[key], 6)
+        for key in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "max_abs_logit")
+    }
     print(f"PARITY {quantization} {numbers}")  # shown with `pytest -s`; the numbers in docs/benchmarks.md
     return result
 
@@ -149,23 +166,26 @@ def _export(model, tmp_path, quantization, data, name="model"):
 
 
 @pytest.mark.parametrize(
-    "name", [name if name in DEFAULT_REFERENCES else pytest.param(name, marks=pytest.mark.slow) for name in REFERENCE_NAMES]
+    "name",
+    [name if name in DEFAULT_REFERENCES else pytest.param(name, marks=pytest.mark.slow) for name in REFERENCE_NAMES],
 )
 def test_reference_float32_export_matches_keras(name, data, tmp_path):
     model = _reference_model(name, data)
     result = _export(model, tmp_path, "none", data)
     parity = result.parity
     assert parity["max_abs_logit"] > 3.0, parity  # non-trivial logits
-    assert parity["max_abs_diff"] <= 1e-4, parity
+    _assert_float32_parity(parity)
     assert parity["top1_agreement"] == 1.0
     _assert_standalone_ops(parity["ops"])
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(parity["ops"])  # (at 32 px the pool is 1x1: no MEAN)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(
+        parity["ops"]
+    )  # (at 32 px the pool is 1x1: no MEAN)
     written = json.loads((tmp_path / "model.parity.json").read_text())
     assert written["max_abs_diff"] == parity["max_abs_diff"] and written["quantization"] == "none"
     assert os.path.getsize(result.model_path) == result.size_bytes
     # The written model is the one that was checked.
     logits = tflite.run_tflite(open(result.model_path, "rb").read(), data["valid"][0][:4])
-    np.testing.assert_allclose(logits, model(data["valid"][0][:4]).numpy(), atol=1e-4)
+    assert_close_to_scale(logits, model(data["valid"][0][:4]).numpy(), PARITY_TOLERANCE)
 
 
 # -------------------------------------------------------- reference models, quantised modes
@@ -274,11 +294,16 @@ def test_keras_converter_route_gives_the_same_ops(data, tmp_path):
 
 
 def test_export_from_architecture_json_with_weights(data, tmp_path):
+    # It failed on a fresh machine (max |diff| 1.58e-4 > an absolute 1e-4; it passed alone): the
+    # weights were unseeded, so they depended on which tests ran before in the process, and the
+    # bound was absolute while some weights give logits of 35-41 (see PARITY_TOLERANCE). Now
+    # seeded, and the bound relative to the logits' scale.
     space = tunas_keras.get_search_space("mobilenet_v3_like")
     architecture = space.architecture([0] * space.num_decisions)
     (tmp_path / "architecture.json").write_text(architecture.to_json())
     loaded = sources.resolve_architecture(architecture_path=str(tmp_path / "architecture.json"))
     assert loaded == architecture
+    keras.utils.set_random_seed(0)
     model = _well_conditioned(sources.build_export_model(loaded, NUM_CLASSES, IMAGE_SIZE), *data["train"])
     model.save_weights(str(tmp_path / "model.weights.h5"))
     result = pipeline.export_standalone(
@@ -289,12 +314,13 @@ def test_export_from_architecture_json_with_weights(data, tmp_path):
         weights=str(tmp_path / "model.weights.h5"),
         num_parity_images=16,
     )
-    assert result.parity["max_abs_diff"] <= 1e-4, result.parity
+    print(f"PARITY none { ({key: round(result.parity[key], 6) for key in ('max_abs_diff', 'max_abs_logit')}) }")
+    _assert_float32_parity(result.parity)
     assert result.parity["architecture"] == architecture.to_dict()
     assert result.parity["parity_data"] == "embedded:valid"
     expected = model(data["valid"][0][:16]).numpy()
-    np.testing.assert_allclose(tflite.run_tflite(open(result.model_path, "rb").read(), data["valid"][0][:16]),
-                               expected, atol=1e-4)
+    logits = tflite.run_tflite(open(result.model_path, "rb").read(), data["valid"][0][:16])
+    assert_close_to_scale(logits, expected, PARITY_TOLERANCE)
 
 
 def test_checkpoint_weights_load(tmp_path):
@@ -325,15 +351,20 @@ def test_bad_inputs_name_argument_expected_and_received(tmp_path):
     (tmp_path / "v2.json").write_text(json.dumps({"format_version": 2, "space": "proxyless", "indices": [0]}))
     with pytest.raises(ValueError, match=r"format_version`. Expected 1. Received: format_version=2"):
         sources.resolve_architecture(architecture_path=str(tmp_path / "v2.json"))
-    with pytest.raises(ValueError, match=r"Expected exactly one of `architecture`, `indices`.*reference='mobilenet_v2'"):
+    with pytest.raises(
+        ValueError, match=r"Expected exactly one of `architecture`, `indices`.*reference='mobilenet_v2'"
+    ):
         sources.resolve_architecture(indices="0:1", reference="mobilenet_v2")
     with pytest.raises(ValueError, match=r"argument `reference`. Expected one of \[.*Received: reference='resnet50'"):
         sources.resolve_architecture(reference="resnet50")
     with pytest.raises(FileNotFoundError, match=r"argument `weights`.*Received: weights="):
         sources.build_export_model("mobilenet_v2", NUM_CLASSES, IMAGE_SIZE, weights=str(tmp_path / "nope.weights.h5"))
     model = tunas_keras.build_model(TINY_NETWORK, num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
-    with pytest.raises(ValueError, match=r"argument `quantization`. Expected one of \['none', 'fp16', 'dynamic', "
-                                         r"'int8'\]. Received: quantization='int4'"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument `quantization`. Expected one of \['none', 'fp16', 'dynamic', "
+        r"'int8'\]. Received: quantization='int4'",
+    ):
         tflite.export_tflite(model, str(tmp_path / "m.tflite"), "int4")
     with pytest.raises(ValueError, match=r"argument `representative_images`.*quantization='int8'"):
         tflite.export_tflite(model, str(tmp_path / "m.tflite"), "int8")
@@ -371,10 +402,20 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 def test_export_tool(tmp_path):
     output = tmp_path / "mnv2.tflite"
     completed = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "export_tflite.py"), "--reference=mobilenet_v2",
-         "--num_classes=10", "--image_size=32", "--quantization=dynamic", f"--output={output}",
-         "--num_parity_images=8"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "export_tflite.py"),
+            "--reference=mobilenet_v2",
+            "--num_classes=10",
+            "--image_size=32",
+            "--quantization=dynamic",
+            f"--output={output}",
+            "--num_parity_images=8",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     parity = json.loads((tmp_path / "mnv2.parity.json").read_text())

@@ -18,7 +18,15 @@ from tunas_keras.export import adb, latency, tflite
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROVENANCE_FIELDS = {
-    "device", "runtime", "num_threads", "xnnpack", "warmup_runs", "runs", "model_sha256", "input_shape", "date",
+    "device",
+    "runtime",
+    "num_threads",
+    "xnnpack",
+    "warmup_runs",
+    "runs",
+    "model_sha256",
+    "input_shape",
+    "date",
 }
 
 
@@ -41,7 +49,9 @@ def model_paths(tmp_path_factory):
 
 @pytest.mark.parametrize("use_xnnpack", [True, False])
 def test_benchmark_reports_latency_and_provenance(model_paths, use_xnnpack):
-    result = latency.benchmark_tflite(model_paths["small"], num_threads=1, warmup_runs=2, runs=7, use_xnnpack=use_xnnpack)
+    result = latency.benchmark_tflite(
+        model_paths["small"], num_threads=1, warmup_runs=2, runs=7, use_xnnpack=use_xnnpack
+    )
     summary = result["latency_ms"]
     assert len(result["times_ms"]) == 7
     assert 0 < summary["min"] <= summary["median"] <= summary["p90"] <= summary["max"]
@@ -69,7 +79,9 @@ def test_xnnpack_off_uses_builtin_kernels(model_paths):
 
 
 def test_compare_latency_interleaves_and_ranks(model_paths):
-    result = latency.compare_latency(model_paths, num_threads=1, warmup_runs=2, rounds=6, runs_per_round=3, baseline="small")
+    result = latency.compare_latency(
+        model_paths, num_threads=1, warmup_runs=2, rounds=6, runs_per_round=3, baseline="small"
+    )
     assert result["ratio_median"]["small"] == 1.0
     assert result["models"]["large"]["provenance"]["runs"] == 18
     # 8x the channels costs more even on a loaded machine; the per-round ratios bracket the median one.
@@ -103,8 +115,15 @@ def test_build_adb_commands():
     commands = adb.build_adb_commands("out/model.tflite", num_threads=4, warmup_runs=3, runs=100, serial="FA6AB0301")
     assert commands.push == ["adb", "-s", "FA6AB0301", "push", "out/model.tflite", "/data/local/tmp/model.tflite"]
     assert commands.benchmark == [
-        "adb", "-s", "FA6AB0301", "shell", "/data/local/tmp/benchmark_model",
-        "--graph=/data/local/tmp/model.tflite", "--num_threads=4", "--warmup_runs=3", "--num_runs=100",
+        "adb",
+        "-s",
+        "FA6AB0301",
+        "shell",
+        "/data/local/tmp/benchmark_model",
+        "--graph=/data/local/tmp/model.tflite",
+        "--num_threads=4",
+        "--warmup_runs=3",
+        "--num_runs=100",
         "--use_xnnpack=true",
     ]
     assert commands.device_properties["model"] == ["adb", "-s", "FA6AB0301", "shell", "getprop", "ro.product.model"]
@@ -124,8 +143,16 @@ def test_parse_recorded_benchmark_model_output():
     assert parsed["warmup_avg_us"] == pytest.approx(73902.6) and parsed["inference_avg_us"] == pytest.approx(72205.1)
     assert parsed["runs"] == 50 and parsed["warmup"]["count"] == 7
     assert parsed["inference"] == {
-        "count": 50, "first": 72311, "curr": 71988, "min": 71402, "max": 75963, "avg": 72205.1, "std": 812,
-        "p5": 71503, "median": 72030, "p95": 74121,
+        "count": 50,
+        "first": 72311,
+        "curr": 71988,
+        "min": 71402,
+        "max": 75963,
+        "avg": 72205.1,
+        "std": 812,
+        "p5": 71503,
+        "median": 72030,
+        "p95": 74121,
     }
     assert parsed["latency_ms"] == pytest.approx(
         {"avg": 72.2051, "min": 71.402, "max": 75.963, "std": 0.812, "median": 72.030}
@@ -145,7 +172,9 @@ def test_parse_older_unprefixed_output_with_exponents():
     )
     parsed = adb.parse_benchmark_model_output(text)
     assert parsed["inference_avg_us"] == pytest.approx(2.95034e6)
-    assert parsed["latency_ms"]["avg"] == pytest.approx(2950.34) and parsed["latency_ms"]["min"] == pytest.approx(2727.568)
+    assert parsed["latency_ms"]["avg"] == pytest.approx(2950.34) and parsed["latency_ms"]["min"] == pytest.approx(
+        2727.568
+    )
     with pytest.raises(ValueError, match="Expected benchmark_model output with an 'Inference timings in us"):
         adb.parse_benchmark_model_output("ERROR: Could not open '/data/local/tmp/model.tflite'.")
 
@@ -179,9 +208,19 @@ def test_run_adb_benchmark_with_a_fake_phone(model_paths):
 def test_benchmark_tool_json_output(model_paths, tmp_path):
     output = tmp_path / "latency.json"
     completed = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark_latency.py"), f"--model={model_paths['small']}",
-         "--runs=5", "--warmup_runs=1", "--num_threads=2", f"--json_output={output}"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "benchmark_latency.py"),
+            f"--model={model_paths['small']}",
+            "--runs=5",
+            "--warmup_runs=1",
+            "--num_threads=2",
+            f"--json_output={output}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(output.read_text())

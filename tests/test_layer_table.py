@@ -21,8 +21,9 @@ def _catalogue(name, image_size=224):
 
 def test_catalogue_counts_fusion_and_what_runs():
     catalogue = _catalogue("proxyless")
-    kinds = [type(v.spec).__name__ if v.spec != layer_table.CLASSIFIER else "Classifier"
-             for v in catalogue.variants.values()]
+    kinds = [
+        type(v.spec).__name__ if v.spec != layer_table.CLASSIFIER else "Classifier" for v in catalogue.variants.values()
+    ]
     # 3 sepconv kernels; per bottleneck block 6 first layers + 6 shared residual layers; stem, head, pool, classifier.
     assert len(catalogue.variants) == 73
     assert kinds.count("Bottleneck") == 36 and kinds.count("Residual") == 30 and "Activation" not in kinds
@@ -66,8 +67,16 @@ def test_tables_to_linear_equals_the_layer_sum(name):
 
 def test_variant_ops_are_the_ops_of_the_converted_layer_and_op_models():
     """Real conversions (tiny shapes): a layer model runs exactly the ops `variant_ops` lists."""
-    names = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "hard_swish": "HARD_SWISH", "add": "ADD",
-             "mul": "MUL", "mean": "MEAN", "logistic": "LOGISTIC", "dense": "FULLY_CONNECTED"}
+    names = {
+        "conv": "CONV_2D",
+        "depthwise": "DEPTHWISE_CONV_2D",
+        "hard_swish": "HARD_SWISH",
+        "add": "ADD",
+        "mul": "MUL",
+        "mean": "MEAN",
+        "logistic": "LOGISTIC",
+        "dense": "FULLY_CONNECTED",
+    }
     variants = [
         layer_table.LayerVariant(specs.Residual(specs.Bottleneck(5, 4, True, activation=specs.SWISH6)), (8, 8, 16), 16),
         layer_table.LayerVariant(specs.Bottleneck(7, 3, strides=2), (8, 8, 8), 24),
@@ -82,8 +91,9 @@ def test_variant_ops_are_the_ops_of_the_converted_layer_and_op_models():
         converted = tflite.tflite_op_names(tflite.convert_to_tflite(layer_table.build_op_model(op)))
         assert converted == [names[op.kind]], op.key
     classifier = layer_table.LayerVariant(layer_table.CLASSIFIER, (1, 1, 32), 10)
-    assert "FULLY_CONNECTED" in tflite.tflite_op_names(tflite.convert_to_tflite(
-        layer_table.build_variant_model(classifier)))
+    assert "FULLY_CONNECTED" in tflite.tflite_op_names(
+        tflite.convert_to_tflite(layer_table.build_variant_model(classifier))
+    )
     expand, *_ = layer_table.variant_ops(variants[1])
     assert expand.macs == 8 * 8 * 8 * 24 and expand.output_shape == (8, 8, 24)
 
@@ -108,16 +118,19 @@ def test_op_predictor_recovers_a_linear_device_and_samples_every_group():
     assert np.mean(list(errors.values())) < 1e-3 and max(errors.values()) < 0.02
     with pytest.raises(ValueError, match="no op of kind"):
         op_predictor.OpPredictor.fit([ops[sample[0]]], [1.0]).predict(
-            next(op for op in ops.values() if op.kind != ops[sample[0]].kind))
+            next(op for op in ops.values() if op.kind != ops[sample[0]].kind)
+        )
     assert op_predictor.sample_ops(ops, 10**6) == list(ops)
 
 
 def test_schedule_interleaves_rounds_and_repeats_anchors():
     keys = [f"k{index}" for index in range(45)]
-    visits = protocol.schedule("network", keys, rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0,
-                               first=["empty"])
-    assert visits == protocol.schedule("network", keys, rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0,
-                                       first=["empty"])
+    visits = protocol.schedule(
+        "network", keys, rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0, first=["empty"]
+    )
+    assert visits == protocol.schedule(
+        "network", keys, rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0, first=["empty"]
+    )
     for round_index in range(3):
         keys_of_round = [key for r, key, _ in visits if r == round_index]
         assert keys_of_round[0] == "empty"
@@ -125,8 +138,9 @@ def test_schedule_interleaves_rounds_and_repeats_anchors():
         assert keys_of_round.count("k3") == 4 and keys_of_round.count("k11") == 1  # before 0, 20, 40 and at the end
     orders = [[key for r, key, _ in visits if r == index and key not in ("k3", "k7", "empty")] for index in range(3)]
     assert orders[0] != orders[1] != orders[2]
-    more = protocol.schedule("network", keys + ["new"], rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0,
-                             first=["empty"])
+    more = protocol.schedule(
+        "network", keys + ["new"], rounds=3, anchors=["k3", "k7"], anchor_every=20, seed=0, first=["empty"]
+    )
     assert set(visits) <= set(more) and len(more) == len(visits) + 3
     with pytest.raises(ValueError, match="`anchors`"):
         protocol.schedule("network", keys, rounds=1, anchors=["nope"])

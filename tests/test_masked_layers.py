@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tests.conftest import assert_close_to_scale
 from tunas_keras.layers.choice import ChoiceBlock, ZeroBranch
 from tunas_keras.layers.masked import MaskedBatchNorm, MaskedConv2D, MaskedDepthwiseConv2D, channel_mask, read_weight
 from tunas_keras.masks import WarmupDropout, one_hot_masks
@@ -29,16 +30,16 @@ def test_masked_conv_equals_plain_conv_on_sliced_kernel(strides, use_bias):
     plain.build((None, None, None, active_in))
     plain.set_weights(layer.sliced_weights(active_in, active_out))
     expected = plain(images[..., :active_in])
-    np.testing.assert_allclose(outputs[..., :active_out], expected, atol=1e-5)
+    assert_close_to_scale(outputs[..., :active_out], expected, 1e-5)  # relative to scale: tests/conftest.py
     np.testing.assert_array_equal(outputs[..., active_out:], 0.0)
     # Unmasked input channels beyond the mask are ignored too (the kernel is masked).
     noisy = _images(8, seed=3).numpy()
     clean = noisy.copy()
     clean[..., active_in:] = 0.0
-    np.testing.assert_allclose(
+    assert_close_to_scale(
         layer(noisy, input_mask=channel_mask(active_in, 8), output_mask=channel_mask(active_out, 16)),
         layer(clean, input_mask=channel_mask(active_in, 8), output_mask=channel_mask(active_out, 16)),
-        atol=1e-6,
+        1e-6,
     )
 
 
@@ -50,7 +51,7 @@ def test_masked_depthwise_equals_plain_depthwise():
     plain = keras.layers.DepthwiseConv2D(5, strides=2, padding="same", use_bias=False)
     plain.build((None, None, None, 6))
     plain.set_weights(layer.sliced_weights(6))
-    np.testing.assert_allclose(outputs[..., :6], plain(images[..., :6]), atol=1e-5)
+    assert_close_to_scale(outputs[..., :6], plain(images[..., :6]), 1e-5)
     np.testing.assert_array_equal(outputs[..., 6:], 0.0)
 
 
@@ -67,10 +68,10 @@ def test_masked_batch_norm_uses_batch_statistics_and_zeroes_masked_channels():
     plain.set_weights(layer.sliced_weights(5))
     expected = plain(images[..., :5], training=True)
     outputs = layer(images, channel_mask=mask)
-    np.testing.assert_allclose(outputs[..., :5], expected, atol=1e-5)
+    assert_close_to_scale(outputs[..., :5], expected, 1e-5)
     np.testing.assert_array_equal(outputs[..., 5:], 0.0)  # beta is masked too
     # Sliced: the first 5 channels only, the same numbers.
-    np.testing.assert_allclose(layer(images[..., :5], channel_mask=mask), expected, atol=1e-5)
+    assert_close_to_scale(layer(images[..., :5], channel_mask=mask), expected, 1e-5)
 
 
 def test_sliced_layers_equal_masked_layers():
@@ -92,7 +93,7 @@ def test_sliced_layers_equal_masked_layers():
 
     result = sliced(images[..., :5], tf.constant(12))
     assert result.shape[-1] == 12
-    np.testing.assert_allclose(result, masked[..., :12], atol=1e-5)
+    assert_close_to_scale(result, masked[..., :12], 1e-5)
     np.testing.assert_array_equal(masked[..., 12:], 0.0)
 
 
@@ -185,8 +186,8 @@ def test_one_hot_kernel_variants_run_one_merged_branch(static_shapes):
     for index in range(3):
         selection = tf.one_hot(index, 3)
         expected = block.branches[index](images)
-        np.testing.assert_allclose(step(selection), expected, atol=1e-5 * float(tf.reduce_max(tf.abs(expected))))
-        np.testing.assert_allclose(block(images, selection=selection), expected, atol=1e-5)
+        assert_close_to_scale(step(selection), expected, 1e-5)
+        assert_close_to_scale(block(images, selection=selection), expected, 1e-5)
     graph = step.get_concrete_function().graph
     assert sum(op.type == "DepthwiseConv2dNative" for op in graph.get_operations()) == 1
 

@@ -94,9 +94,17 @@ def test_two_local_workers_run_one_search(tmp_path):
 def test_two_local_workers_run_tools_search(tmp_path):
     model_dir = tmp_path / "search"
     command = [
-        sys.executable, str(REPOSITORY / "tools" / "search.py"), "--strategy=multi_worker", f"--model_dir={model_dir}",
-        "--steps=4", "--batch_size=8", "--validation_batch_multiplier=2", "--architectures_per_step=2",
-        "--noop_warmup", "--progress_bar=false", "--checkpoint_every=2",
+        sys.executable,
+        str(REPOSITORY / "tools" / "search.py"),
+        "--strategy=multi_worker",
+        f"--model_dir={model_dir}",
+        "--steps=4",
+        "--batch_size=8",
+        "--validation_batch_multiplier=2",
+        "--architectures_per_step=2",
+        "--noop_warmup",
+        "--progress_bar=false",
+        "--checkpoint_every=2",
     ]
     outputs, scratch = run_workers(command, tmp_path, timeout=3000)
     chief = next(line for line in outputs[0].splitlines() if line.startswith("Final architecture"))

@@ -10,6 +10,7 @@ from tests.conftest import run_script_for_result
 from tunas_keras.schema import OneOf, SearchSpace
 from tunas_keras.search import Controller, CrossSampleAdam, Reinforce, rl_delay_steps, rl_learning_rate
 
+
 def toy_space(num_choices=4):
     return SearchSpace("toy", (OneOf(tuple(range(num_choices)), "op"),), target_latency=1.0, reference_name="toy")
 
@@ -35,7 +36,9 @@ def test_rl_learning_rate_schedule_is_the_reference_one(total):
     values = [float(rl_learning_rate(step, total, 0.01)) for step in steps]
     np.testing.assert_allclose(values, [reference_rl_learning_rate(step, total, 0.01) for step in steps], rtol=1e-5)
     # x1 when the controller starts learning, x10 at the end, 0 before.
-    assert values[1] == 0.0 and values[2] == pytest.approx(0.01, rel=1e-6) and values[-1] == pytest.approx(0.1, rel=1e-5)
+    assert (
+        values[1] == 0.0 and values[2] == pytest.approx(0.01, rel=1e-6) and values[-1] == pytest.approx(0.1, rel=1e-5)
+    )
     assert rl_delay_steps(total) == delay
 
 
@@ -91,12 +94,17 @@ def test_cross_sample_adam_against_numpy():
         gradients = rng.normal(size=(3, 4)).astype(np.float32) * (1 + index)
         regularization = rng.normal(size=(3, 4)).astype(np.float32) if index % 2 else None
         steps.append((gradients, 0.1 * (index + 1), regularization))
-        optimizer.apply([tf.constant(gradients)], [variable], steps[-1][1],
-                        None if regularization is None else [tf.constant(regularization)])
+        optimizer.apply(
+            [tf.constant(gradients)],
+            [variable],
+            steps[-1][1],
+            None if regularization is None else [tf.constant(regularization)],
+        )
     np.testing.assert_allclose(variable.numpy(), numpy_adam(steps, 0.5, 0.9, 1e-3), rtol=1e-5, atol=1e-7)
     # The second moment is the mean of g² (not the square of the mean g), unlike averaging first.
-    mean_first = numpy_adam([(gradients.mean(axis=0, keepdims=True), rate, reg) for gradients, rate, reg in steps],
-                            0.5, 0.9, 1e-3)
+    mean_first = numpy_adam(
+        [(gradients.mean(axis=0, keepdims=True), rate, reg) for gradients, rate, reg in steps], 0.5, 0.9, 1e-3
+    )
     assert np.max(np.abs(variable.numpy() - mean_first)) > 1e-2
     assert int(optimizer.iterations.numpy()) == 4
     optimizer.reset()

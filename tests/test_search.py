@@ -14,17 +14,20 @@ from tests.conftest import SPACE_NAMES
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.search import run_search
 
-# Tracing the supernet's training step takes minutes on a 2-core CPU (see docs/benchmarks.md), so
-# whole searches run in `make test-slow`, not in the default suite.
-pytestmark = pytest.mark.slow
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(tmp_path, **overrides):
     values = dict(
-        steps=12, batch_size=8, validation_batch_multiplier=2, image_size=32, model_dir=str(tmp_path / "search"),
-        progress_bar=False, summary_every=1, checkpoint_every=4, rl_learning_rate=2.0,
+        steps=12,
+        batch_size=8,
+        validation_batch_multiplier=2,
+        image_size=32,
+        model_dir=str(tmp_path / "search"),
+        progress_bar=False,
+        summary_every=1,
+        checkpoint_every=4,
+        rl_learning_rate=2.0,
     )
     values.update(overrides)
     return SearchConfig(**values)
@@ -47,7 +50,9 @@ def test_short_search_writes_architecture_and_moves_only_after_rl_delay(tmp_path
     assert all(entry["rl_learning_rate"] == 0.0 for entry in history[:delay])
     np.testing.assert_allclose(entropies[: delay + 1], entropies[0], rtol=1e-6)
     assert entropies[-1] < entropies[0] - 1e-3
-    assert all(entry["warmup_probability"] >= history[i + 1]["warmup_probability"] for i, entry in enumerate(history[:-1]))
+    assert all(
+        entry["warmup_probability"] >= history[i + 1]["warmup_probability"] for i, entry in enumerate(history[:-1])
+    )
     log = json.load(open(tmp_path / "search" / "search_log.json"))
     assert len(log["final_probabilities"]) == space.num_decisions
     assert (tmp_path / "search" / "report.png").stat().st_size > 10_000
@@ -68,6 +73,7 @@ def test_interrupted_search_ends_with_the_same_architecture(tmp_path):
     )
 
 
+@pytest.mark.slow  # two replicas, each its own copy of the step graph
 def test_multi_replica_search_on_logical_cpus(tmp_path):
     script = textwrap.dedent(
         f"""

@@ -68,7 +68,15 @@ def test_enlarged_width_choices():
     space = tunas_keras.get_search_space("proxyless_enlarged")
     widths = [decision.choices for decision in space.decisions if decision.tag == "filters"]
     assert [decision_index for decision_index, decision in enumerate(space.decisions) if decision.tag == "filters"] == [
-        0, 2, 15, 28, 41, 54, 67, 71, 72
+        0,
+        2,
+        15,
+        28,
+        41,
+        54,
+        67,
+        71,
+        72,
     ]
     assert widths[0] == (8, 16, 24, 32)
     assert widths[3] == (16, 24, 32, 40, 48, 64)

@@ -17,8 +17,15 @@ from tunas_keras.training.search_task import SearchTask, default_search_weight_d
 
 def tiny_config(**overrides):
     values = dict(
-        steps=8, batch_size=8, validation_batch_multiplier=2, image_size=32, cost_model="macs", target_latency=6.0,
-        model_dir="unused", progress_bar=False, weight_decay=0.02,
+        steps=8,
+        batch_size=8,
+        validation_batch_multiplier=2,
+        image_size=32,
+        cost_model="macs",
+        target_latency=6.0,
+        model_dir="unused",
+        progress_bar=False,
+        weight_decay=0.02,
     )
     values.update(overrides)
     return SearchConfig(**values)
@@ -87,8 +94,11 @@ def test_search_step_regularisation_is_half_weight_decay_over_active_kernels(mon
         assert float(result["regularization_loss"]) == pytest.approx(expected, rel=1e-4)
         task.supernet.set_weights(after)
         if current == 0:  # every op averaged: nested and skipped branches count with their weights
-            assert all(float(np.min(mask.numpy())) > 0 for mask, decision in zip(samples[0], task.space.decisions)
-                       if decision.tag in ("op", "kernel_size"))
+            assert all(
+                float(np.min(mask.numpy())) > 0
+                for mask, decision in zip(samples[0], task.space.decisions)
+                if decision.tag in ("op", "kernel_size")
+            )
 
 
 def test_rewards_during_the_delay_score_the_warmup_masks():
@@ -111,7 +121,7 @@ def test_the_supernet_is_traced_once_whatever_the_number_of_architectures():
         calls = []
         original = task.supernet.call
 
-        def counting(*args, original=original, **kwargs):
+        def counting(*args, original=original, calls=calls, **kwargs):
             calls.append(kwargs.get("training"))
             return original(*args, **kwargs)
 
@@ -220,3 +230,12 @@ def test_k_architectures_on_one_device_equal_k_replicas():
     moved = [np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(one["weights"], one["initial"])]
     assert max(moved) > 1e-3  # the shared weights did train
     assert max(np.max(np.abs(logits)) for logits in one["logits"]) > 1e-3  # and the controller moved
+
+
+def test_one_step_graph_unless_a_long_one_hot_phase_pays_for_a_second():
+    short = SearchTask(tiny_config(steps=120), space=tiny_search_space())
+    assert {short.phase(step) for step in range(120)} == {"op_warmup"}
+    long = SearchTask(tiny_config(steps=2000), space=tiny_search_space())
+    assert [long.phase(step) for step in (0, 499, 500, 1999)] == ["op_warmup", "op_warmup", "one_hot", "one_hot"]
+    no_warmup = SearchTask(tiny_config(steps=120, op_warmup=False), space=tiny_search_space())
+    assert {no_warmup.phase(step) for step in range(120)} == {"one_hot"}

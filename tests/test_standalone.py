@@ -120,14 +120,22 @@ def test_endpoints_of_the_backbone():
     backbone = tunas_keras.build_backbone("proxylessnas_mobile", input_shape=(64, 64, 3))
     shapes = {name: tuple(tensor.shape[1:]) for name, tensor in backbone.output.items()}
     assert shapes == {
-        "stride_4": (16, 16, 32), "stride_8": (8, 8, 40), "stride_16": (4, 4, 96), "stride_32": (2, 2, 320),
-        "c4": (4, 4, 576), "c5": (2, 2, 1280),  # C4: block 6's first expansion (96 × 6), C5: the head conv
+        "stride_4": (16, 16, 32),
+        "stride_8": (8, 8, 40),
+        "stride_16": (4, 4, 96),
+        "stride_32": (2, 2, 320),
+        "c4": (4, 4, 576),
+        "c5": (2, 2, 1280),  # C4: block 6's first expansion (96 × 6), C5: the head conv
     }
     assert backbone.output["c4"].node.layer.name == "block6_layer0_expand_act"
     v3 = tunas_keras.build_backbone("mobilenet_v3_large", input_shape=(64, 64, 3))
     assert {name: tuple(tensor.shape[1:]) for name, tensor in v3.output.items()} == {
-        "stride_4": (16, 16, 24), "stride_8": (8, 8, 40), "stride_16": (4, 4, 112), "stride_32": (2, 2, 160),
-        "c4": (4, 4, 672), "c5": (2, 2, 960),  # as in MobileNetV3's SSDLite (Howard et al. 2019, §6.2)
+        "stride_4": (16, 16, 24),
+        "stride_8": (8, 8, 40),
+        "stride_16": (4, 4, 112),
+        "stride_32": (2, 2, 160),
+        "c4": (4, 4, 672),
+        "c5": (2, 2, 960),  # as in MobileNetV3's SSDLite (Howard et al. 2019, §6.2)
     }
 
 

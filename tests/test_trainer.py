@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tunas_keras.errors import UserInputError
 from tunas_keras.training.trainer import Task, Trainer, check_config_compatible, create_strategy, write_atomic
 
 
@@ -47,7 +48,13 @@ class _LinearTask(Task):
 
 
 def _run(
-    model_dir, total_steps=12, learning_rate=0.05, checkpoint_every=4, config=None, stop_after=None, seed=None,
+    model_dir,
+    total_steps=12,
+    learning_rate=0.05,
+    checkpoint_every=4,
+    config=None,
+    stop_after=None,
+    seed=None,
     random_init=False,
 ):
     task = _LinearTask(total_steps, learning_rate, random_init)
@@ -108,7 +115,20 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         if ".data-" in name:
             with open(tmp_path / "checkpoints" / name, "wb") as handle:
                 handle.write(b"garbage")
-    with pytest.raises(ValueError, match="could not be restored: it is corrupt or was written by an incompatible run"):
+    # Found before the task builds anything (every tensor is read with its checksum), as a user error.
+    with pytest.raises(
+        UserInputError, match=r"`model_dir`: checkpoint .* could not be read: it is corrupt or incomplete"
+    ):
+        _run(tmp_path, total_steps=8)
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
+    _run(tmp_path, total_steps=4)
+    checkpoint = tf.train.Checkpoint(other=tf.Variable([1.0, 2.0]))  # readable, but not this task's
+    checkpoint.write(str(tmp_path / "checkpoints" / "ckpt-4"))
+    with pytest.raises(
+        UserInputError, match="could not be restored: it is corrupt or was written by an incompatible run"
+    ):
         _run(tmp_path, total_steps=8)
 
 
@@ -137,3 +157,33 @@ def test_write_atomic_leaves_no_partial_file(tmp_path):
         write_atomic(str(path), object())  # fails mid-write
     assert path.read_text() == "first"
     assert [name for name in os.listdir(tmp_path) if name.startswith(".tmp_")] == []
+
+
+def test_write_atomic_gives_the_usual_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_atomic(str(tmp_path / "out.json"), "x")
+    finally:
+        os.umask(previous)
+    assert (os.stat(tmp_path / "out.json").st_mode & 0o777) == 0o644  # not mkstemp's 0600
+
+
+def test_resume_leaves_an_identical_config_json_alone(tmp_path):
+    _run(tmp_path, total_steps=4)
+    before = os.stat(tmp_path / "config.json").st_mtime_ns
+    check_config_compatible(str(tmp_path), {"lr": 0.05})
+    assert os.stat(tmp_path / "config.json").st_mtime_ns == before
+    with pytest.raises(UserInputError, match="different config"):
+        check_config_compatible(str(tmp_path), {"lr": 0.5})
+    assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 0.05}
+
+
+def test_a_deterministic_run_leaves_op_determinism_as_it_found_it(tmp_path):
+    """Op determinism is process-wide (unseeded random ops raise under it): a run must not leave it on,
+    or unrelated code after an in-process run breaks (it did: test order-dependent failures)."""
+    from tensorflow.python.framework import config as tf_config
+
+    task = _LinearTask(total_steps=2)
+    Trainer(task, str(tmp_path), {}, create_strategy("one_device"), progress_bar=False, deterministic=True).run()
+    assert not tf_config.is_op_determinism_enabled()
+    tf.random.uniform([2])  # an unseeded random op still runs

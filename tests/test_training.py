@@ -7,17 +7,27 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tunas_keras.export.sources import resolve_architecture
 from tunas_keras.training.config import TrainConfig
-from tunas_keras.training.standalone_task import StandaloneTask, default_dropout_rate, resolve_architecture
+from tunas_keras.training.standalone_task import StandaloneTask, default_dropout_rate
 from tunas_keras.training.train import run_training
 
 
 def _config(tmp_path, **overrides):
     # Adam: the reference RMSProp recipe (tuned for long large-batch runs) barely moves in 60 steps.
     values = dict(
-        reference="mobilenet_v2", steps=60, batch_size=32, image_size=32, model_dir=str(tmp_path / "run"),
-        progress_bar=False, eval_batches=4, summary_every=1, checkpoint_every=30, optimizer="adam",
-        learning_rate=0.1, learning_rate_warmup_fraction=0.1,
+        reference="mobilenet_v2",
+        steps=60,
+        batch_size=32,
+        image_size=32,
+        model_dir=str(tmp_path / "run"),
+        progress_bar=False,
+        eval_batches=4,
+        summary_every=1,
+        checkpoint_every=30,
+        optimizer="adam",
+        learning_rate=0.1,
+        learning_rate_warmup_fraction=0.1,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -59,7 +69,9 @@ def test_standalone_regularisation_is_half_weight_decay_over_non_classifier_kern
     inputs = next(iter(task.dataset_fn(0)(tf.distribute.InputContext())))
     result = tf.function(lambda inputs: strategy.run(task.replica_step, args=(inputs, step)))(inputs)
     assert float(result["regularization_loss"]) == pytest.approx(0.03 / 2 * squares, rel=1e-5)
-    assert float(result["loss"]) == pytest.approx(float(result["cross_entropy"] + result["regularization_loss"]), rel=1e-6)
+    assert float(result["loss"]) == pytest.approx(
+        float(result["cross_entropy"] + result["regularization_loss"]), rel=1e-6
+    )
 
 
 def test_dropout_defaults():
@@ -69,13 +81,13 @@ def test_dropout_defaults():
 
 
 def test_architecture_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"exactly one of `architecture`.*Received: \['indices', 'reference'\]"):
-        resolve_architecture(TrainConfig(indices="0", reference="mobilenet_v2"))
-    with pytest.raises(FileNotFoundError, match=r"`architecture`.*Received: '.*missing.json' \(no such file\)"):
-        resolve_architecture(TrainConfig(architecture=str(tmp_path / "missing.json")))
+    with pytest.raises(ValueError, match=r"exactly one of `architecture`.*indices='0', reference='mobilenet_v2'"):
+        run_training(TrainConfig(indices="0", reference="mobilenet_v2"))
+    with pytest.raises(FileNotFoundError, match=r"`architecture`.*Received: architecture='.*missing.json'"):
+        resolve_architecture(str(tmp_path / "missing.json"))
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps({"format_version": 99, "space": "proxyless", "indices": [0]}))
-    with pytest.raises(ValueError, match=r"format_version.*Received: format_version=99"):
-        resolve_architecture(TrainConfig(architecture=str(bad)))
+    with pytest.raises(ValueError, match=r"`architecture`.*format_version.*Received: format_version=99"):
+        run_training(TrainConfig(architecture=str(bad)))
     with pytest.raises(ValueError, match=r"`protocol`. Expected one of \['test', 'valid'\]. Received: 'final'"):
         run_training(_config(tmp_path, protocol="final"))

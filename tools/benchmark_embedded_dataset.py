@@ -12,18 +12,15 @@ architecture wins; docs/benchmarks.md records why 32 px and the reference initia
 
 from __future__ import annotations
 
-import os
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-from absl import app, flags
+from absl import flags
 
 import tunas_keras
-from tunas_keras import datasets
+from tunas_keras import cli, datasets, errors
 from tunas_keras.cost_models.sampling import extreme_indices
 
 FLAGS = flags.FLAGS
@@ -35,11 +32,13 @@ flags.DEFINE_list(
     "the difference printed is last minus first.",
 )
 flags.DEFINE_string("dataset", "embedded", "Dataset name (see tunas_keras.datasets.get_dataset).")
-flags.DEFINE_integer("image_size", 64, "Image size.")
-flags.DEFINE_integer("steps", 400, "Training steps per model.")
-flags.DEFINE_integer("batch_size", 32, "Training batch size.")
-flags.DEFINE_float("learning_rate", 2e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).")
-flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
+flags.DEFINE_integer("image_size", 64, "Image size.", lower_bound=1)
+flags.DEFINE_integer("steps", 400, "Training steps per model.", lower_bound=10)
+flags.DEFINE_integer("batch_size", 32, "Training batch size.", lower_bound=1)
+flags.DEFINE_float(
+    "learning_rate", 2e-3, "Peak Adam learning rate (linear warmup over 10% of steps, cosine to 0).", lower_bound=0.0
+)
+flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_list("seeds", ["0"], "Seeds of the weights, the shuffling and the augmentation; one run per seed.")
 flags.DEFINE_bool(
     "zero_init_residual", True, "Start every residual branch's last batch-norm gamma at 0 (see build_model)."
@@ -80,21 +79,38 @@ def train_and_evaluate(architecture, data, steps: int, batch_size: int, seed: in
     }
 
 
+def _architectures(space) -> dict:
+    """Label -> architecture of every `--architectures` entry (a ValueError naming a bad one)."""
+    if not FLAGS.architectures:
+        raise ValueError("Invalid value for argument `architectures`. Expected at least one. Received: none")
+    found = {}
+    for label in FLAGS.architectures:
+        if label in ("smallest", "largest"):
+            found[label] = space.architecture(extreme_indices(space)[label == "largest"])
+            continue
+        try:
+            found[label] = tunas_keras.reference_architecture(label, space=FLAGS.space)
+        except ValueError as error:
+            raise ValueError(
+                f"Invalid value for argument `architectures`. Expected 'smallest', 'largest' or a reference name of "
+                f"space {space.name!r}. Received: {label!r} ({error})"
+            ) from error
+    return found
+
+
 def main(argv):
     del argv
+    with errors.user_input():  # runs no TensorFlow op, so the thread count can still be set below
+        space = tunas_keras.get_search_space(FLAGS.space)
+        architectures = _architectures(space)
+        seeds = cli.numbers(FLAGS.seeds, "seeds", minimum=0)
+        data = datasets.get_dataset(FLAGS.dataset, image_size=FLAGS.image_size)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    space = tunas_keras.get_search_space(FLAGS.space)
     start = time.time()
-    data = datasets.get_dataset(FLAGS.dataset, image_size=FLAGS.image_size)
-    data.num_examples("train")
     print(f"dataset {data.name}: {data.num_examples('train')} train / {data.num_examples('valid')} valid")
     accuracies = {label: [] for label in FLAGS.architectures}
-    for seed in [int(seed) for seed in FLAGS.seeds]:
-        for label in FLAGS.architectures:
-            if label in ("smallest", "largest"):
-                architecture = space.architecture(extreme_indices(space)[label == "largest"])
-            else:
-                architecture = tunas_keras.reference_architecture(label, space=FLAGS.space)
+    for seed in seeds:
+        for label, architecture in architectures.items():
             result = train_and_evaluate(architecture, data, FLAGS.steps, FLAGS.batch_size, seed)
             accuracies[label].append(result["valid_accuracy"])
             print(
@@ -112,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

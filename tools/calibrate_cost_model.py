@@ -15,10 +15,12 @@ calibration_report.json, micro_latency.json and calibration.png. See
 `tunas_keras.cost_models.calibration`.
 """
 
+import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from tunas_keras import cli, errors
 from tunas_keras.cost_models import calibration
 from tunas_keras.export import adb, tflite
 
@@ -28,8 +30,12 @@ flags.DEFINE_string("space", "proxyless", "Search space to calibrate.")
 flags.DEFINE_string("output_dir", None, "Measurement cache, report and plot go here.", required=True)
 flags.DEFINE_string("output", None, "The chosen cost-model JSON (default <output_dir>/cost_model.json).")
 flags.DEFINE_enum("method", "table_corrected", list(calibration.METHODS), "The model written to --output.")
-flags.DEFINE_enum("unit", "auto", list(calibration.UNITS),
-                  "Micro-benchmark layers or ops (auto: layers when there are at most --max_models).")
+flags.DEFINE_enum(
+    "unit",
+    "auto",
+    list(calibration.UNITS),
+    "Micro-benchmark layers or ops (auto: layers when there are at most --max_models).",
+)
 flags.DEFINE_integer("max_models", 2000, "Micro-benchmark models at most; more ops are sampled and predicted.")
 flags.DEFINE_integer("num_train", 58, "Uniformly sampled training networks (plus smallest and largest).")
 flags.DEFINE_integer("num_heldout", 50, "Uniformly sampled held-out networks (>= 2), never used in a fit.")
@@ -60,27 +66,63 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    settings = calibration.CalibrationSettings(
-        space=FLAGS.space, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes,
-        quantization=FLAGS.quantization, num_threads=FLAGS.num_threads, use_xnnpack=FLAGS.use_xnnpack,
-        target="adb" if FLAGS.adb else "host", cpus=FLAGS.cpus,
-    )
-    options = calibration.Protocol(
-        rounds=FLAGS.rounds, warmup_runs=FLAGS.warmup_runs, runs=FLAGS.runs, micro_rounds=FLAGS.micro_rounds,
-        micro_warmup_runs=FLAGS.micro_warmup_runs, micro_runs=FLAGS.micro_runs, num_anchors=FLAGS.num_anchors,
-        anchor_every=FLAGS.anchor_every,
-    )
+    del argv
+    with errors.user_input():  # every argument, before anything is exported or measured
+        settings = calibration.CalibrationSettings(
+            space=FLAGS.space,
+            image_size=FLAGS.image_size,
+            num_classes=FLAGS.num_classes,
+            quantization=FLAGS.quantization,
+            num_threads=FLAGS.num_threads,
+            use_xnnpack=FLAGS.use_xnnpack,
+            target="adb" if FLAGS.adb else "host",
+            cpus=FLAGS.cpus,
+        )
+        options = calibration.Protocol(
+            rounds=FLAGS.rounds,
+            warmup_runs=FLAGS.warmup_runs,
+            runs=FLAGS.runs,
+            micro_rounds=FLAGS.micro_rounds,
+            micro_warmup_runs=FLAGS.micro_warmup_runs,
+            micro_runs=FLAGS.micro_runs,
+            num_anchors=FLAGS.num_anchors,
+            anchor_every=FLAGS.anchor_every,
+        )
+        calibration.check_arguments(
+            FLAGS.output or os.path.join(FLAGS.output_dir, "cost_model.json"),
+            FLAGS.num_train,
+            FLAGS.num_heldout,
+            FLAGS.seed,
+            FLAGS.statistic,
+            FLAGS.l2,
+            FLAGS.method,
+            FLAGS.fit_only,
+            FLAGS.measure_only,
+            FLAGS.max_models,
+            FLAGS.max_noise_percent,
+        )
     device = None
     if FLAGS.adb and not FLAGS.fit_only:
         model_dir = FLAGS.model_dir or os.path.join(FLAGS.output_dir, "models")
         device = calibration.devices.AdbDevice(settings, model_dir, adb.adb_options(FLAGS))
     report = calibration.calibrate(
-        settings, FLAGS.output_dir, output=FLAGS.output, num_train=FLAGS.num_train, num_heldout=FLAGS.num_heldout,
-        seed=FLAGS.seed, statistic=FLAGS.statistic, method=FLAGS.method, unit=FLAGS.unit,
-        max_models=FLAGS.max_models, options=options, l2=FLAGS.l2, include_extremes=FLAGS.include_extremes,
-        device=device, model_dir=FLAGS.model_dir, fit_only=FLAGS.fit_only, measure_only=FLAGS.measure_only,
+        settings,
+        FLAGS.output_dir,
+        output=FLAGS.output,
+        num_train=FLAGS.num_train,
+        num_heldout=FLAGS.num_heldout,
+        seed=FLAGS.seed,
+        statistic=FLAGS.statistic,
+        method=FLAGS.method,
+        unit=FLAGS.unit,
+        max_models=FLAGS.max_models,
+        options=options,
+        l2=FLAGS.l2,
+        include_extremes=FLAGS.include_extremes,
+        device=device,
+        model_dir=FLAGS.model_dir,
+        fit_only=FLAGS.fit_only,
+        measure_only=FLAGS.measure_only,
         max_noise_percent=FLAGS.max_noise_percent,
     )
     if FLAGS.measure_only:
@@ -91,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

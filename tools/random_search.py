@@ -7,9 +7,9 @@ Writes samples.json, model_NNN/ (one training run each), summary.json, summary.c
 best_architecture.json. Restarting the same command resumes with the unfinished models.
 """
 
+from absl import flags
 
-from absl import app, flags
-
+from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
 from tunas_keras.training.random_search import RandomSearchConfig, run_random_search
 
@@ -18,9 +18,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    summary = run_random_search(config_lib.config_from_flags(RandomSearchConfig, FLAGS))
+    del argv
+    with errors.user_input():
+        config = config_lib.config_from_flags(RandomSearchConfig, FLAGS)
+    summary = run_random_search(config)
     for row in summary["models"]:
         print(f"model {row['model']:3d}  cost {row['cost']:7.2f}  valid top-1 {100 * row['valid_top1']:6.2f} %")
     best = summary["best"]
@@ -28,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,28 +11,34 @@ accuracy of the cheapest, middle and dearest third. `--output` keeps every child
 from __future__ import annotations
 
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import app, flags
-
-from tunas_keras.training.child_ranking import rank_children
-from tunas_keras.training.trainer import write_atomic
+from tunas_keras import cli, errors
+from tunas_keras.training.child_ranking import rank_children, read_search_config
+from tunas_keras.training.trainer import check_checkpoint_readable, check_writable_file, write_atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("search_dir", None, "model_dir of a tools/search.py run (config.json, checkpoints/).")
-flags.DEFINE_integer("num_architectures", 32, "Uniformly sampled children (besides the smallest and the largest).")
-flags.DEFINE_integer("num_batches", 4, "Held-out batches each child is evaluated on.")
-flags.DEFINE_integer("batch_size", 128, "Held-out batch size (the search's validation batch is 4 x its batch).")
+flags.DEFINE_integer(
+    "num_architectures", 32, "Uniformly sampled children (besides the smallest and the largest).", lower_bound=3
+)
+flags.DEFINE_integer("num_batches", 4, "Held-out batches each child is evaluated on.", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", 128, "Held-out batch size (the search's validation batch is 4 x its batch).", lower_bound=1
+)
 flags.DEFINE_integer("seed", 0, "Seed of the sampled architectures.")
 flags.DEFINE_string("output", None, "Optional JSON file for the full result.")
 flags.mark_flag_as_required("search_dir")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv
+    with errors.user_input():
+        _, checkpoint_path = read_search_config(FLAGS.search_dir)
+        check_checkpoint_readable(checkpoint_path, argument="search_dir")
+        if FLAGS.output:
+            check_writable_file(FLAGS.output, "output")
     result = rank_children(FLAGS.search_dir, FLAGS.num_architectures, FLAGS.num_batches, FLAGS.batch_size, FLAGS.seed)
     print(f"{result['space']}: {len(result['children'])} children, {result['num_images']} held-out images each")
     for name in ("smallest", "largest"):
@@ -49,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

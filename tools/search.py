@@ -1,4 +1,4 @@
-"""Runs a TuNAS search (weight-sharing supernet + REINFORCE controller) and writes its results.
+r"""Runs a TuNAS search (weight-sharing supernet + REINFORCE controller) and writes its results.
 
 With no flags: the embedded offline dataset, the `proxyless` space, T0 = 84 ms of the simulated
 Pixel-1 model, 120 steps of batch 32 at 32 px (about 5-8 minutes on 2 CPU cores, most of it
@@ -9,17 +9,23 @@ tracing the supernet's training step). The paper's ImageNet run:
 
 `--task=detection` searches an SSDLite backbone instead (docs/detection.md has the COCO command).
 
-Every field of `tunas_keras.training.config.SearchConfig` is a flag; `--config run.yaml` loads
-a file and flags override it. Killed runs resume when restarted with the same command.
+Every field of `tunas_keras.training.config.SearchConfig` is a flag (`--help` lists them with
+type and default); `--config run.yaml` loads a file and flags override it. A run killed at any
+moment (even with kill -9) resumes when restarted with the same command and ends as an
+uninterrupted one; with `--deterministic` (the default) the same command and seed give the same
+search, bit for bit, on one machine.
 """
 
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from detection import config as detection_config
+from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
+from tunas_keras.training import search as search_lib
+from tunas_keras.training.trainer import create_strategy, is_chief
 
 config_lib.define_flags_for(config_lib.SearchConfig, flags)
 detection_config.define_detection_flags(flags, config_lib.SearchConfig, detection_config.DetectionSearchConfig)
@@ -27,22 +33,21 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv
     if FLAGS.task == "detection":  # SSDLite backbone search, mobilenet_v3_like by default (detection/cli.py)
-        from detection import cli  # pylint: disable=import-outside-toplevel
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
 
-        return cli.search(FLAGS)
-    from tunas_keras.training.search import run_search  # pylint: disable=import-outside-toplevel
-    from tunas_keras.training.trainer import create_strategy, is_chief  # pylint: disable=import-outside-toplevel
-
-    config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
-    # First of all: multi-worker and TPU strategies must exist before TensorFlow initialises.
+        return detection_cli.search(FLAGS)
+    with errors.user_input():
+        config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
+    # Validates the whole config and sets the thread count; neither initialises TensorFlow, so
+    # multi-worker and TPU strategies can still be created next (they must exist before it is).
+    task = search_lib.prepare_search(config)
     strategy = create_strategy(config.strategy)
     print(f"TuNAS search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
-    print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...")
+    print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
     try:
-        result = run_search(config, strategy=strategy)
+        result = search_lib.run_search(config, strategy=strategy, task=task)
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
@@ -66,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -35,23 +35,25 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 import tunas_keras
+from tunas_keras import cli, errors
 from tunas_keras.cost_models import get_cost_model
 from tunas_keras.search import REWARDS, Controller, Reinforce, Reward, rl_learning_rate
 
 FLAGS = flags.FLAGS
+SCHEDULES = ("exponential", "constant")
 flags.DEFINE_list("spaces", ["proxyless", "proxyless_enlarged", "mobilenet_v3_like"], "Search spaces.")
 flags.DEFINE_list("rewards", ["abs", "mnas", "mnas_hard"], "Rewards to simulate.")
 flags.DEFINE_list("betas", ["-0.1"], "β values for the `abs` and `mnas_hard` rewards.")
 flags.DEFINE_list("mnas_betas", ["-0.03", "-0.05", "-0.07", "-0.1", "-0.15"], "β sweep for the `mnas` reward.")
-flags.DEFINE_list("schedules", ["exponential", "constant"], "RL learning-rate schedules ('constant' runs abs only).")
-flags.DEFINE_integer("steps", 500, "Controller steps per run.")
+flags.DEFINE_list("schedules", list(SCHEDULES), "RL learning-rate schedules ('constant' runs abs only).")
+flags.DEFINE_integer("steps", 500, "Controller steps per run.", lower_bound=1)
 flags.DEFINE_list("batch_size", ["64"], "Architectures sampled per step (K); several values run each.")
-flags.DEFINE_float("base_learning_rate", 0.05, "Base RL learning rate.")
+flags.DEFINE_float("base_learning_rate", 0.05, "Base RL learning rate.", lower_bound=0.0)
 flags.DEFINE_float("quality_slope", 0.05, "Slope of Q(α) in ln(MACs).")
-flags.DEFINE_float("noise", 0.01, "Standard deviation of the quality noise.")
+flags.DEFINE_float("noise", 0.01, "Standard deviation of the quality noise.", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_list("seeds", [], "Several seeds: each run is repeated and the means are printed (overrides --seed).")
 
@@ -155,16 +157,39 @@ def run_configurations():
             yield space_name, size, reward_name, float(beta), schedule
 
 
+def _validate() -> None:
+    """Every space, reward, β and schedule of the sweep, before anything is traced."""
+    for name in FLAGS.spaces:
+        tunas_keras.get_search_space(name)
+    for argument, allowed in (("rewards", REWARD_NAMES), ("schedules", SCHEDULES)):
+        unknown = [value for value in FLAGS[argument].value if value not in allowed]
+        if unknown or not FLAGS[argument].value:
+            raise ValueError(
+                f"Invalid value for argument `{argument}`. Expected a list of {list(allowed)}. Received: {unknown}"
+            )
+    cli.numbers(FLAGS.batch_size, "batch_size", minimum=1)
+    for argument in ("betas", "mnas_betas"):
+        for beta in cli.numbers(FLAGS[argument].value, argument, kind=float):
+            if not beta < 0:
+                raise ValueError(
+                    f"Invalid value for argument `{argument}`. Expected negative numbers. Received: {beta}"
+                )
+
+
 def main(argv):
     del argv
+    with errors.user_input():
+        _validate()
     header = (
         f"{'space':20s} {'K':>3s} {'reward':10s} {'beta':>6s} {'schedule':12s} {'mean sampled':>12s} "
         f"{'most likely':>11s} {'|c/T0-1|':>8s} {'gap':>6s} {'MACs(M)':>8s} {'entropy':>7s} {'time(s)':>7s}"
     )
     seeds = [int(seed) for seed in FLAGS.seeds] if FLAGS.seeds else [FLAGS.seed]
-    print(f"steps={FLAGS.steps} K={','.join(FLAGS.batch_size)} base_lr={FLAGS.base_learning_rate} "
-          f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
-          f"+ N(0, {FLAGS.noise}^2); seeds {seeds}" + (" (means; |c/T0-1| as mean ± std)" if len(seeds) > 1 else ""))
+    print(
+        f"steps={FLAGS.steps} K={','.join(FLAGS.batch_size)} base_lr={FLAGS.base_learning_rate} "
+        f"Q = {QUALITY_OFFSET} + {FLAGS.quality_slope}*ln(MACs/{REFERENCE_MACS_MILLIONS:.0f}M) "
+        f"+ N(0, {FLAGS.noise}^2); seeds {seeds}" + (" (means; |c/T0-1| as mean ± std)" if len(seeds) > 1 else "")
+    )
     print(header)
     print("-" * len(header))
     simulators = {}
@@ -193,4 +218,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,17 +6,19 @@
     python tools/train.py --architecture=runs/search/architecture.json --init_from_supernet=runs/search
     python tools/train.py --task=detection --reference=mobilenet_v3_large --image_size=96   # SSDLite
 
-Every field of `tunas_keras.training.config.TrainConfig` is a flag; `--config` loads a JSON/YAML
-file. Killed runs resume when restarted with the same command.
+Every field of `tunas_keras.training.config.TrainConfig` is a flag (`--help` lists them);
+`--config` loads a JSON/YAML file. Killed runs resume when restarted with the same command.
 """
 
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from detection import config as detection_config
+from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
+from tunas_keras.training import train as train_lib
 
 config_lib.define_flags_for(config_lib.TrainConfig, flags)
 detection_config.define_detection_flags(flags, config_lib.TrainConfig, detection_config.DetectionTrainConfig)
@@ -24,17 +26,16 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv
     if FLAGS.task == "detection":  # SSDLite training + COCO mAP (detection/cli.py)
-        from detection import cli  # pylint: disable=import-outside-toplevel
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
 
-        return cli.train(FLAGS)
-    from tunas_keras.training.train import run_training  # pylint: disable=import-outside-toplevel
-
-    config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
+        return detection_cli.train(FLAGS)
+    with errors.user_input():
+        config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
+    task = train_lib.prepare_training(config)
     try:
-        result = run_training(config)
+        result = train_lib.run_training(config, task=task)
     except FloatingPointError as error:
         print(f"Training stopped: {error}", file=sys.stderr)
         return 1
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

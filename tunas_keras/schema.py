@@ -43,8 +43,7 @@ class OneOf:
     def __post_init__(self):
         if not isinstance(self.choices, tuple) or not self.choices:
             raise ValueError(
-                "Invalid value for argument `choices`. Expected a non-empty tuple. "
-                f"Received: choices={self.choices!r}"
+                f"Invalid value for argument `choices`. Expected a non-empty tuple. Received: choices={self.choices!r}"
             )
         if not isinstance(self.tag, str) or not self.tag:
             raise ValueError(
@@ -264,8 +263,7 @@ class SearchSpace:
         for position, (index, decision) in enumerate(zip(indices, self.decisions)):
             if isinstance(index, bool) or not _is_integral(index):
                 raise ValueError(
-                    f"Invalid value for argument `indices`. Expected an int at position {position}. "
-                    f"Received: {index!r}"
+                    f"Invalid value for argument `indices`. Expected an int at position {position}. Received: {index!r}"
                 )
             if not 0 <= int(index) < decision.num_choices:
                 raise ValueError(

@@ -42,8 +42,7 @@ import numpy as np
 
 import search_spaces
 from tunas_keras.cost_models import calibration_report, devices, fitting, layer_table, protocol
-from tunas_keras.cost_models.linear import features, load_linear_cost_model, pixel1_cost_model
-from tunas_keras.cost_models.linear import save_linear_cost_model
+from tunas_keras.cost_models.linear import features, load_linear_cost_model, pixel1_cost_model, save_linear_cost_model
 from tunas_keras.cost_models.op_predictor import OpPredictor, sample_ops
 from tunas_keras.cost_models.protocol import Item, regression_metrics, spearman  # noqa: F401 (re-exported)
 from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
@@ -172,9 +171,11 @@ def micro_plan(catalogue, unit: str = "auto", max_models: int = 2000, seed: int 
     overhead = Item("overhead", OVERHEAD_KEY)
     if unit == "layer" or (unit == "auto" and len(catalogue.variants) <= max_models):
         if len(catalogue.variants) > max_models:
-            raise ValueError(f"Invalid value for argument `max_models`: {catalogue.space.name!r} has "
-                             f"{len(catalogue.variants)} layer variants. Expected max_models >= that, or unit='op'. "
-                             f"Received: max_models={max_models}")
+            raise ValueError(
+                f"Invalid value for argument `max_models`: {catalogue.space.name!r} has "
+                f"{len(catalogue.variants)} layer variants. Expected max_models >= that, or unit='op'. "
+                f"Received: max_models={max_models}"
+            )
         layers = tuple(Item("layer", key, variant) for key, variant in catalogue.variants.items())
         return MicroPlan("layer", (overhead,) + layers)
     ops = layer_table.catalogue_ops(catalogue)
@@ -255,22 +256,32 @@ def _evaluate(bias: float, kernel: np.ndarray, sets: dict) -> dict:
 def _table_methods(space, catalogue, variant_latency, overhead, train: _Networks, sets: dict, seed: int) -> dict:
     """`table` (nothing fitted) and `table_corrected` (the cross-validated correction), evaluated on `sets`."""
     table = fitting.Correction("table", overhead, np.ones(train.blocks.shape[1]))
-    correction, scores = fitting.choose_correction(train.blocks, train.features, train.measured, seed=seed,
-                                                   weights=train.weights)
+    correction, scores = fitting.choose_correction(
+        train.blocks, train.features, train.measured, seed=seed, weights=train.weights
+    )
     methods = {}
-    for name, fitted, extra in (("table", table, {}),
-                                ("table_corrected", correction, {"cross_validation_mape_percent": scores})):
+    for name, fitted, extra in (
+        ("table", table, {}),
+        ("table_corrected", correction, {"cross_validation_mape_percent": scores}),
+    ):
         bias, kernel = _linear_form(space, catalogue, variant_latency, fitted)
-        details = {"correction": fitted.name, "parameter": fitted.parameter, "bias_ms": fitted.bias,
-                   "block_scales": [float(scale) for scale in fitted.scales],
-                   "block_ms_per_million_weights": None if fitted.weight_scales is None else
-                   [float(scale) for scale in fitted.weight_scales], **extra}
+        details = {
+            "correction": fitted.name,
+            "parameter": fitted.parameter,
+            "bias_ms": fitted.bias,
+            "block_scales": [float(scale) for scale in fitted.scales],
+            "block_ms_per_million_weights": None
+            if fitted.weight_scales is None
+            else [float(scale) for scale in fitted.weight_scales],
+            **extra,
+        }
         methods[name] = {"bias": bias, "kernel": kernel, "fit": details, **_evaluate(bias, kernel, sets)}
     return methods
 
 
-def fit_methods(space, catalogue, variant_latency, overhead, train: _Networks, heldout: _Networks,
-                l2: Optional[float], seed: int) -> dict:
+def fit_methods(
+    space, catalogue, variant_latency, overhead, train: _Networks, heldout: _Networks, l2: Optional[float], seed: int
+) -> dict:
     """Fits `ridge`, `table` and `table_corrected`; `{method: {"bias", "kernel", "fit", "train", "heldout", ...}}`."""
     sets = {"train": train, "heldout": heldout}
     scores = None
@@ -285,21 +296,30 @@ def fit_methods(space, catalogue, variant_latency, overhead, train: _Networks, h
 
 def _predictor_ablation(space, catalogue, plan, values, train_rows, heldout_rows, network_values, seed) -> dict:
     """Every op was measured: how good would a table from a sample of them plus the predictor be?"""
-    sample = sample_ops({key: plan.ops[key] for key in plan.measured_keys},
-                        max(1, int(ABLATION_FRACTION * len(plan.measured_keys))), seed)
+    sample = sample_ops(
+        {key: plan.ops[key] for key in plan.measured_keys},
+        max(1, int(ABLATION_FRACTION * len(plan.measured_keys))),
+        seed,
+    )
     latency, info = micro_latencies(plan, values, sample=sample)
     variant_latency = layer_table.variant_latencies(catalogue, "op", latency)
     train = _networks(space, catalogue, variant_latency, train_rows, network_values)
     heldout = _networks(space, catalogue, variant_latency, heldout_rows, network_values)
-    methods = _table_methods(space, catalogue, variant_latency, values[OVERHEAD_KEY], train, {"heldout": heldout},
-                             seed)
+    methods = _table_methods(space, catalogue, variant_latency, values[OVERHEAD_KEY], train, {"heldout": heldout}, seed)
     result = {"num_sampled": len(sample), "num_ops": len(plan.ops), **info}
-    return {**result, **{name: {"heldout": method["heldout"], "correction": method["fit"]["correction"]}
-                         for name, method in methods.items()}}
+    return {
+        **result,
+        **{
+            name: {"heldout": method["heldout"], "correction": method["fit"]["correction"]}
+            for name, method in methods.items()
+        },
+    }
 
 
-def _check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only,
-                     max_models, max_noise_percent) -> None:
+def check_arguments(
+    output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only, max_models, max_noise_percent
+) -> None:
+    """Checks `calibrate`'s arguments (cheap; a ValueError naming the argument)."""
     _check_int("num_train", num_train, 0)
     _check_int("num_heldout", num_heldout, 2)  # A rank correlation needs two points.
     _check_int("seed", seed, 0)
@@ -311,11 +331,14 @@ def _check_arguments(output, num_train, num_heldout, seed, statistic, l2, method
     if method not in METHODS:
         raise ValueError(f"Invalid value for argument `method`. Expected one of {METHODS}. Received: method={method!r}")
     if l2 is not None and (isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 > 0):
-        raise ValueError(f"Invalid value for argument `l2`. Expected a number > 0 or None (cross-validated). "
-                         f"Received: l2={l2!r}")
+        raise ValueError(
+            f"Invalid value for argument `l2`. Expected a number > 0 or None (cross-validated). Received: l2={l2!r}"
+        )
     if isinstance(max_noise_percent, bool) or not isinstance(max_noise_percent, (int, float)) or max_noise_percent <= 0:
-        raise ValueError(f"Invalid value for argument `max_noise_percent`. Expected a number > 0. "
-                         f"Received: max_noise_percent={max_noise_percent!r}")
+        raise ValueError(
+            f"Invalid value for argument `max_noise_percent`. Expected a number > 0. "
+            f"Received: max_noise_percent={max_noise_percent!r}"
+        )
     if not str(output).endswith(".json"):
         raise ValueError(
             f"Invalid value for argument `output`. Expected a path ending in '.json'. Received: output={output!r}"
@@ -328,22 +351,45 @@ def _measured(records: list, keys: list, statistic: str, what: str) -> dict:
     values = protocol.item_values([record for record in records if record["key"] in set(keys)], statistic)
     missing = [key for key in keys if key not in values]
     if missing:
-        raise ValueError(f"Invalid value for argument `fit_only`: only {len(keys) - len(missing)} of the "
-                         f"{len(keys)} {what} are measured (first missing: {missing[0][:80]!r}). Expected all "
-                         "measured (run the measurement first, without `fit_only`).")
+        raise ValueError(
+            f"Invalid value for argument `fit_only`: only {len(keys) - len(missing)} of the "
+            f"{len(keys)} {what} are measured (first missing: {missing[0][:80]!r}). Expected all "
+            "measured (run the measurement first, without `fit_only`)."
+        )
     return values
 
 
-def _measure(settings, plan, network_items, network_anchors, cache, device, options: Protocol, seed,
-             progress) -> None:
+def _measure(settings, plan, network_items, network_anchors, cache, device, options: Protocol, seed, progress) -> None:
     micro_keys = plan.measured_keys
     with devices.pinned(devices.parse_cpus(settings.cpus) if settings.target == "host" else None):
         protocol.run_rounds(
-            "micro", plan.items, device, cache, options.micro_rounds, options.micro_warmup_runs, options.micro_runs,
-            _anchors(micro_keys, options.num_anchors, seed), options.anchor_every, [OVERHEAD_KEY], seed, progress)
+            "micro",
+            plan.items,
+            device,
+            cache,
+            options.micro_rounds,
+            options.micro_warmup_runs,
+            options.micro_runs,
+            _anchors(micro_keys, options.num_anchors, seed),
+            options.anchor_every,
+            [OVERHEAD_KEY],
+            seed,
+            progress,
+        )
         protocol.run_rounds(
-            "network", network_items, device, cache, options.rounds, options.warmup_runs, options.runs,
-            network_anchors, options.anchor_every, (), seed, progress)
+            "network",
+            network_items,
+            device,
+            cache,
+            options.rounds,
+            options.warmup_runs,
+            options.runs,
+            network_anchors,
+            options.anchor_every,
+            (),
+            seed,
+            progress,
+        )
 
 
 def _cost_file_provenance(settings, report: dict, name: str, options: Protocol) -> dict:
@@ -355,18 +401,42 @@ def _cost_file_provenance(settings, report: dict, name: str, options: Protocol) 
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": report["device"],
         "runtime": report["runtime"],
-        "measurement": {**dataclasses.asdict(settings), "statistic": report["statistic"], "unit": report["unit"],
-                        "protocol": dataclasses.asdict(options)},
-        "fit": {"method": name, **method["fit"], "num_train": report["train"]["count"],
-                "num_heldout": report["heldout"]["count"]},
+        "measurement": {
+            **dataclasses.asdict(settings),
+            "statistic": report["statistic"],
+            "unit": report["unit"],
+            "protocol": dataclasses.asdict(options),
+        },
+        "fit": {
+            "method": name,
+            **method["fit"],
+            "num_train": report["train"]["count"],
+            "num_heldout": report["heldout"]["count"],
+        },
         "heldout_metrics": method["heldout"],
         "noise_floor": {phase: report[phase]["noise"].get("round_to_round") for phase in ("networks", "micro")},
         "warnings": report["warnings"],
     }
 
 
-def _fit_and_report(settings, space, catalogue, plan, micro_records, network_records, train_rows, heldout_rows,
-                    statistic, method, l2, seed, output, output_dir, max_noise_percent, options) -> dict:
+def _fit_and_report(
+    settings,
+    space,
+    catalogue,
+    plan,
+    micro_records,
+    network_records,
+    train_rows,
+    heldout_rows,
+    statistic,
+    method,
+    l2,
+    seed,
+    output,
+    output_dir,
+    max_noise_percent,
+    options,
+) -> dict:
     micro_values = _measured(micro_records, plan.measured_keys + [OVERHEAD_KEY], statistic, "micro-benchmarks")
     latency, micro_info = micro_latencies(plan, micro_values)
     variant_latency = layer_table.variant_latencies(catalogue, plan.unit, latency)
@@ -377,42 +447,70 @@ def _fit_and_report(settings, space, catalogue, plan, micro_records, network_rec
     methods = fit_methods(space, catalogue, variant_latency, micro_info["overhead_ms"], train, heldout, l2, seed)
     ablations = {}
     if plan.unit == "op" and micro_info["num_predicted"] == 0:
-        ablations["op_predictor"] = _predictor_ablation(space, catalogue, plan, micro_values, train_rows,
-                                                        heldout_rows, network_values, seed)
+        ablations["op_predictor"] = _predictor_ablation(
+            space, catalogue, plan, micro_values, train_rows, heldout_rows, network_values, seed
+        )
     pixel1 = pixel1_cost_model(space)
-    pixel1_costs = {name: np.asarray([pixel1.cost(space.architecture(row)) for row in data.rows])
-                    for name, data in (("train", train), ("heldout", heldout))}
+    pixel1_costs = {
+        name: np.asarray([pixel1.cost(space.architecture(row)) for row in data.rows])
+        for name, data in (("train", train), ("heldout", heldout))
+    }
     first = network_records[0]["provenance"] if network_records else {}
     loads = [record["load_1m"] for record in micro_records + network_records if record.get("load_1m") is not None]
     report = {
-        "cost_model_path": output, "cache_path": os.path.join(output_dir, CACHE_NAME),
-        "plot_path": os.path.join(output_dir, PLOT_NAME), "report_path": os.path.join(output_dir, REPORT_NAME),
+        "cost_model_path": output,
+        "cache_path": os.path.join(output_dir, CACHE_NAME),
+        "plot_path": os.path.join(output_dir, PLOT_NAME),
+        "report_path": os.path.join(output_dir, REPORT_NAME),
         "micro_path": os.path.join(output_dir, MICRO_NAME),
-        "space": space.name, "settings": dataclasses.asdict(settings), "num_threads": settings.num_threads,
-        "device": first.get("device"), "runtime": first.get("runtime"), "statistic": statistic, "unit": plan.unit,
-        "method": method, "protocol": dataclasses.asdict(options),
-        "micro": {**micro_info, "num_models": len(plan.ops) if plan.ops else len(catalogue.variants),
-                  "num_layer_variants": len(catalogue.variants),
-                  "noise": protocol.noise_floor(micro_records, statistic, exclude=[OVERHEAD_KEY]),
-                  "seconds": protocol.measurement_seconds(micro_records)},
-        "networks": {"num_train": len(train_rows), "num_heldout": len(heldout_rows),
-                     "noise": protocol.noise_floor(network_records, statistic),
-                     "seconds": protocol.measurement_seconds(network_records)},
+        "space": space.name,
+        "settings": dataclasses.asdict(settings),
+        "num_threads": settings.num_threads,
+        "device": first.get("device"),
+        "runtime": first.get("runtime"),
+        "statistic": statistic,
+        "unit": plan.unit,
+        "method": method,
+        "protocol": dataclasses.asdict(options),
+        "micro": {
+            **micro_info,
+            "num_models": len(plan.ops) if plan.ops else len(catalogue.variants),
+            "num_layer_variants": len(catalogue.variants),
+            "noise": protocol.noise_floor(micro_records, statistic, exclude=[OVERHEAD_KEY]),
+            "seconds": protocol.measurement_seconds(micro_records),
+        },
+        "networks": {
+            "num_train": len(train_rows),
+            "num_heldout": len(heldout_rows),
+            "noise": protocol.noise_floor(network_records, statistic),
+            "seconds": protocol.measurement_seconds(network_records),
+        },
         "load_average_1m": float(np.mean(loads)) if loads else None,
-        "methods": {name: {key: value for key, value in result.items() if key not in ("bias", "kernel")}
-                    for name, result in methods.items()},
+        "methods": {
+            name: {key: value for key, value in result.items() if key not in ("bias", "kernel")}
+            for name, result in methods.items()
+        },
         "ablations": ablations,
-        "train": methods[method]["train"], "heldout": methods[method]["heldout"],
-        **{f"pixel1_{name}": {"spearman": spearman(costs, data.measured)}
-           for (name, costs), data in zip(pixel1_costs.items(), (train, heldout))},
+        "train": methods[method]["train"],
+        "heldout": methods[method]["heldout"],
+        **{
+            f"pixel1_{name}": {"spearman": spearman(costs, data.measured)}
+            for (name, costs), data in zip(pixel1_costs.items(), (train, heldout))
+        },
     }
     report["measurement_seconds"] = report["micro"]["seconds"]["total"] + report["networks"]["seconds"]["total"]
     report["warnings"] = calibration_report.noise_warnings(report, max_noise_percent)
     report["noisy"] = bool(report["warnings"])
     report["architectures"] = {
-        name: [{"indices": list(row), "measured_ms": float(measured), "pixel1_ms": float(reference),
-                **{f"{m}_ms": methods[m][f"{name}_predicted_ms"][index] for m in methods}}
-               for index, (row, measured, reference) in enumerate(zip(data.rows, data.measured, pixel1_costs[name]))]
+        name: [
+            {
+                "indices": list(row),
+                "measured_ms": float(measured),
+                "pixel1_ms": float(reference),
+                **{f"{m}_ms": methods[m][f"{name}_predicted_ms"][index] for m in methods},
+            }
+            for index, (row, measured, reference) in enumerate(zip(data.rows, data.measured, pixel1_costs[name]))
+        ]
         for name, data in (("train", train), ("heldout", heldout))
     }
     for name, result in methods.items():
@@ -426,11 +524,24 @@ def _fit_and_report(settings, space, catalogue, plan, micro_records, network_rec
 
 
 def calibrate(
-    settings: CalibrationSettings, output_dir: str, output: Optional[str] = None, num_train: int = 58,
-    num_heldout: int = 50, seed: int = 0, statistic: str = "median", method: str = "table_corrected",
-    unit: str = "auto", max_models: int = 2000, options: Protocol = Protocol(), l2: Optional[float] = None,
-    include_extremes: bool = True, device: Optional[protocol.Device] = None, model_dir: Optional[str] = None,
-    fit_only: bool = False, measure_only: bool = False, max_noise_percent: float = 3.0,
+    settings: CalibrationSettings,
+    output_dir: str,
+    output: Optional[str] = None,
+    num_train: int = 58,
+    num_heldout: int = 50,
+    seed: int = 0,
+    statistic: str = "median",
+    method: str = "table_corrected",
+    unit: str = "auto",
+    max_models: int = 2000,
+    options: Protocol = Protocol(),
+    l2: Optional[float] = None,
+    include_extremes: bool = True,
+    device: Optional[protocol.Device] = None,
+    model_dir: Optional[str] = None,
+    fit_only: bool = False,
+    measure_only: bool = False,
+    max_noise_percent: float = 3.0,
     progress: Optional[Callable[[str], None]] = print,
 ) -> dict:
     """Measures (resuming from the cache), fits every method, writes the cost models, report and plot.
@@ -462,15 +573,27 @@ def calibrate(
       with `measure_only`.
     """
     output = output or os.path.join(output_dir, "cost_model.json")
-    _check_arguments(output, num_train, num_heldout, seed, statistic, l2, method, fit_only, measure_only, max_models,
-                     max_noise_percent)
+    check_arguments(
+        output,
+        num_train,
+        num_heldout,
+        seed,
+        statistic,
+        l2,
+        method,
+        fit_only,
+        measure_only,
+        max_models,
+        max_noise_percent,
+    )
     prepare_model_dir(output_dir, argument="output_dir")
     space = search_spaces.get_search_space(settings.space)
     catalogue = layer_table.layer_catalogue(space, settings.image_size, settings.num_classes)
     plan = micro_plan(catalogue, unit, max_models, seed)
     train_rows, heldout_rows = calibration_architectures(space, num_train, num_heldout, seed, include_extremes)
-    network_items = [Item("network", str(space.architecture(row)), space.architecture(row))
-                     for row in train_rows + heldout_rows]
+    network_items = [
+        Item("network", str(space.architecture(row)), space.architecture(row)) for row in train_rows + heldout_rows
+    ]
     cache = protocol.MeasurementCache(os.path.join(output_dir, CACHE_NAME), dataclasses.asdict(settings))
     start = time.time()
     if not fit_only:
@@ -485,8 +608,23 @@ def calibrate(
     micro_records = [r for r in records if r["phase"] == "micro" and r["key"] in micro_keys]
     network_records = [r for r in records if r["phase"] == "network" and r["key"] in network_keys]
     report = _fit_and_report(
-        settings, space, catalogue, plan, micro_records, network_records, train_rows, heldout_rows, statistic, method,
-        l2, seed, output, output_dir, max_noise_percent, options)
+        settings,
+        space,
+        catalogue,
+        plan,
+        micro_records,
+        network_records,
+        train_rows,
+        heldout_rows,
+        statistic,
+        method,
+        l2,
+        seed,
+        output,
+        output_dir,
+        max_noise_percent,
+        options,
+    )
     report["wall_seconds_this_call"] = time.time() - start
     write_atomic(report["report_path"], json.dumps(report, indent=2))
     for warning in report["warnings"]:

@@ -15,8 +15,7 @@ import functools
 from typing import Any
 
 from tunas_keras.cost_models.base import register_cost_model
-from tunas_keras.cost_models.tables import LayerSlot, TabulatedCostModel, network_slots, slot_dependencies
-from tunas_keras.cost_models.tables import tabulate
+from tunas_keras.cost_models.tables import LayerSlot, TabulatedCostModel, network_slots, slot_dependencies, tabulate
 from tunas_keras.models import counters
 from tunas_keras.schema import SearchSpace, assign
 

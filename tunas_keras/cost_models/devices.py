@@ -27,7 +27,7 @@ from tunas_keras.training.trainer import write_atomic
 
 
 def parse_cpus(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    """"0", "0,2" or "2-3" → the CPU numbers (sorted); None or "" → None (no pinning).
+    """ "0", "0,2" or "2-3" → the CPU numbers (sorted); None or "" → None (no pinning).
 
     Raises:
       ValueError: not such a list.
@@ -42,8 +42,9 @@ def parse_cpus(text: Optional[str]) -> Optional[tuple[int, ...]]:
     except ValueError:
         cpus = set()
     if not cpus or min(cpus) < 0:
-        raise ValueError(f"Invalid value for argument `cpus`. Expected CPU numbers like '0', '0,2' or '2-3'. "
-                         f"Received: cpus={text!r}")
+        raise ValueError(
+            f"Invalid value for argument `cpus`. Expected CPU numbers like '0', '0,2' or '2-3'. Received: cpus={text!r}"
+        )
     return tuple(sorted(cpus))
 
 
@@ -62,8 +63,10 @@ def pinned(cpus: Optional[tuple[int, ...]]) -> Iterator[None]:
         raise ValueError("Invalid value for argument `cpus`: this platform cannot pin a process to CPUs.")
     available = os.sched_getaffinity(0)
     if not set(cpus) <= available:
-        raise ValueError(f"Invalid value for argument `cpus`. Expected CPUs this process may use: "
-                         f"{sorted(available)}. Received: cpus={list(cpus)}")
+        raise ValueError(
+            f"Invalid value for argument `cpus`. Expected CPUs this process may use: "
+            f"{sorted(available)}. Received: cpus={list(cpus)}"
+        )
     os.sched_setaffinity(0, cpus)
     try:
         yield
@@ -74,8 +77,9 @@ def pinned(cpus: Optional[tuple[int, ...]]) -> Iterator[None]:
 def build_item_model(item: Item, settings) -> keras.Model:
     """The Keras model of an item: the standalone network, one layer, one op, or the empty model."""
     if item.kind == "network":
-        return sources.build_export_model(item.payload, num_classes=settings.num_classes,
-                                          image_size=settings.image_size)
+        return sources.build_export_model(
+            item.payload, num_classes=settings.num_classes, image_size=settings.image_size
+        )
     if item.kind == "layer":
         return layer_table.build_variant_model(item.payload)
     if item.kind == "op":
@@ -122,11 +126,16 @@ class HostDevice(_ExportingDevice):
     """This host, with LiteRT (`latency.benchmark_tflite`: threads and XNNPACK from the settings)."""
 
     def time(self, prepared: str, warmup_runs: int, runs: int) -> dict:
-        result = latency.benchmark_tflite(prepared, self.settings.num_threads, warmup_runs, runs,
-                                          self.settings.use_xnnpack)
+        result = latency.benchmark_tflite(
+            prepared, self.settings.num_threads, warmup_runs, runs, self.settings.use_xnnpack
+        )
         times = result["latency_ms"]
-        return {"min": times["min"], "median": times["median"], "mean": times["mean"],
-                "provenance": result["provenance"]}
+        return {
+            "min": times["min"],
+            "median": times["median"],
+            "mean": times["mean"],
+            "provenance": result["provenance"],
+        }
 
 
 class AdbDevice(_ExportingDevice):
@@ -146,19 +155,31 @@ class AdbDevice(_ExportingDevice):
     def time(self, prepared: str, warmup_runs: int, runs: int) -> dict:
         cpus = parse_cpus(self.settings.cpus)
         result = adb.run_adb_benchmark(
-            prepared, runner=self.runner, num_threads=self.settings.num_threads, warmup_runs=warmup_runs, runs=runs,
-            use_xnnpack=self.settings.use_xnnpack, cpu_mask=cpu_mask(cpus) if cpus else None,
-            push=prepared not in self._pushed, device=self._device, **self.options,
+            prepared,
+            runner=self.runner,
+            num_threads=self.settings.num_threads,
+            warmup_runs=warmup_runs,
+            runs=runs,
+            use_xnnpack=self.settings.use_xnnpack,
+            cpu_mask=cpu_mask(cpus) if cpus else None,
+            push=prepared not in self._pushed,
+            device=self._device,
+            **self.options,
         )
         self._pushed.add(prepared)
         self._device = result["provenance"]["device"]
         times = result["latency_ms"]  # benchmark_model reports "avg" and (newer builds) "median".
-        return {"min": times.get("min"), "median": times.get("median"), "mean": times.get("avg"),
-                "provenance": result["provenance"]}
+        return {
+            "min": times.get("min"),
+            "median": times.get("median"),
+            "mean": times.get("avg"),
+            "provenance": result["provenance"],
+        }
 
 
-def make_device(settings, model_dir: str, adb_options: Optional[dict] = None,
-                runner: Callable = subprocess.run) -> Device:
+def make_device(
+    settings, model_dir: str, adb_options: Optional[dict] = None, runner: Callable = subprocess.run
+) -> Device:
     """The device of `settings.target`."""
     if settings.target == "adb":
         return AdbDevice(settings, model_dir, adb_options, runner)

@@ -124,8 +124,9 @@ def fit_affine(blocks: np.ndarray, targets: np.ndarray) -> Correction:
     return Correction("affine", float(bias), np.full(blocks.shape[1], scale))
 
 
-def fit_block_scale(blocks: np.ndarray, targets: np.ndarray, shrink: float,
-                    weights: Optional[np.ndarray] = None) -> Correction:
+def fit_block_scale(
+    blocks: np.ndarray, targets: np.ndarray, shrink: float, weights: Optional[np.ndarray] = None
+) -> Correction:
     """One scale per block (and a bias), with `shrink · n · Σ_b (s_b - s)^2` added, `s` the affine scale;
     with `weights`, also one coefficient per block on its parameters, shrunk towards 0 alike.
 
@@ -144,8 +145,11 @@ def fit_block_scale(blocks: np.ndarray, targets: np.ndarray, shrink: float,
     inverse = 1.0 / targets
     design = np.concatenate([np.ones([count, 1]), tables], axis=1) * inverse[:, None]
     penalty = np.sqrt(shrink * count) * np.concatenate([np.zeros([len(prior), 1]), np.eye(len(prior))], axis=1)
-    solution = np.linalg.lstsq(np.concatenate([design, penalty]),
-                               np.concatenate([targets * inverse, np.sqrt(shrink * count) * prior]), rcond=None)[0]
+    solution = np.linalg.lstsq(
+        np.concatenate([design, penalty]),
+        np.concatenate([targets * inverse, np.sqrt(shrink * count) * prior]),
+        rcond=None,
+    )[0]
     weight_scales = solution[1 + num_blocks :] * unit if weights is not None else None
     name = "block_scale" if weights is None else "block_scale_weights"
     return Correction(name, float(solution[0]), solution[1 : 1 + num_blocks], weight_scales, parameter=shrink)
@@ -181,13 +185,13 @@ def _fold_corrections(blocks, features, targets, names, weights=None) -> dict:
     if "residual_ridge" in names:
         residual = targets - affine.predict(blocks, features)
         for l2, (bias, kernel) in zip(L2_GRID, _ridge_path(features, residual, L2_GRID)):
-            fitted[("residual_ridge", l2)] = Correction("residual_ridge", affine.bias + bias, affine.scales,
-                                                        residual=kernel, parameter=l2)
+            fitted[("residual_ridge", l2)] = Correction(
+                "residual_ridge", affine.bias + bias, affine.scales, residual=kernel, parameter=l2
+            )
     return {key: value for key, value in fitted.items() if key[0] in names}
 
 
-def choose_correction(blocks, features, targets, names=CORRECTIONS, folds: int = CV_FOLDS, seed: int = 0,
-                      weights=None):
+def choose_correction(blocks, features, targets, names=CORRECTIONS, folds: int = CV_FOLDS, seed: int = 0, weights=None):
     """The correction (and its shrink / l2) with the lowest k-fold cross-validated MAPE.
 
     Args:
@@ -206,8 +210,9 @@ def choose_correction(blocks, features, targets, names=CORRECTIONS, folds: int =
     errors: dict = {}
     for fold in np.unique(assignment):
         test, part = assignment == fold, (lambda rows: None if weights is None else weights[rows])
-        for key, fitted in _fold_corrections(blocks[~test], features[~test], targets[~test], names,
-                                             part(~test)).items():
+        for key, fitted in _fold_corrections(
+            blocks[~test], features[~test], targets[~test], names, part(~test)
+        ).items():
             error = np.abs(fitted.predict(blocks[test], features[test], part(test)) - targets[test]) / targets[test]
             errors.setdefault(key, []).append(error)
     scores = {key: float(np.mean(np.concatenate(values)) * 100) for key, values in errors.items()}

@@ -213,7 +213,10 @@ def block_costs(catalogue: LayerCatalogue, latency_ms: dict, indices: Sequence[i
 
 
 def tables_to_linear(
-    space: SearchSpace, catalogue: LayerCatalogue, latency_ms: dict, bias: float = 0.0,
+    space: SearchSpace,
+    catalogue: LayerCatalogue,
+    latency_ms: dict,
+    bias: float = 0.0,
     block_scales: Optional[Sequence[float]] = None,
 ) -> tuple[float, np.ndarray]:
     """The Pixel-1-layout `(bias, kernel)` whose cost equals `bias + Σ_blocks scale_b · block cost`.
@@ -335,7 +338,6 @@ class Op:
             return self.input_shape[2] * self.filters
         return 0
 
-
     @property
     def weights(self) -> int:
         """Parameters (kernel and bias) of a "conv", "depthwise" or "dense"; 0 for the others."""
@@ -369,8 +371,13 @@ def _bottleneck_ops(spec: specs.Bottleneck, shape: tuple, filters: int) -> list:
     if spec.squeeze_excite:
         hidden = specs.make_divisible(inner * 0.25)
         pooled = (1, 1, inner)
-        ops += [Op("mean", depthwise.output_shape), Op("conv", pooled, hidden, activation=specs.RELU),
-                Op("conv", (1, 1, hidden), inner), Op("logistic", pooled), Op("mul", depthwise.output_shape)]
+        ops += [
+            Op("mean", depthwise.output_shape),
+            Op("conv", pooled, hidden, activation=specs.RELU),
+            Op("conv", (1, 1, hidden), inner),
+            Op("logistic", pooled),
+            Op("mul", depthwise.output_shape),
+        ]
     return ops + [Op("conv", depthwise.output_shape, filters)]
 
 
@@ -456,6 +463,7 @@ def variant_latencies(catalogue: LayerCatalogue, unit: str, latency_ms: dict) ->
     if unit == "layer":
         return {key: latency_ms[key] for key in catalogue.variants}
     if unit == "op":
-        return {key: sum(latency_ms[op.key] for op in _cached_ops(variant))
-                for key, variant in catalogue.variants.items()}
+        return {
+            key: sum(latency_ms[op.key] for op in _cached_ops(variant)) for key, variant in catalogue.variants.items()
+        }
     raise ValueError(f"Invalid value for argument `unit`. Expected 'layer' or 'op'. Received: unit={unit!r}")

@@ -28,8 +28,14 @@ from typing import Sequence, Union
 import numpy as np
 
 from tunas_keras.cost_models.base import register_cost_model
-from tunas_keras.cost_models.tables import LayerSlot, TableSegment, TabulatedCostModel, network_slots
-from tunas_keras.cost_models.tables import slot_dependencies, tabulate
+from tunas_keras.cost_models.tables import (
+    LayerSlot,
+    TableSegment,
+    TabulatedCostModel,
+    network_slots,
+    slot_dependencies,
+    tabulate,
+)
 from tunas_keras.schema import Architecture, SearchSpace
 
 PIXEL1_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "pixel1_cost_model.json"

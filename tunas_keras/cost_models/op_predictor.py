@@ -77,8 +77,10 @@ class OpPredictor:
         """
         latency = np.asarray(latency_ms, np.float64)
         if len(ops) != len(latency) or not len(ops) or np.any(latency <= 0):
-            raise ValueError(f"Invalid op samples. Expected as many positive latencies as ops (> 0). "
-                             f"Received: {len(ops)} ops, {len(latency)} latencies, min={latency.min(initial=0)}")
+            raise ValueError(
+                f"Invalid op samples. Expected as many positive latencies as ops (> 0). "
+                f"Received: {len(ops)} ops, {len(latency)} latencies, min={latency.min(initial=0)}"
+            )
         weights = {}
         for name, grouping in (("kind", lambda op: op.kind), ("group", op_group)):
             groups: dict[str, list] = {}
@@ -98,8 +100,10 @@ class OpPredictor:
         """
         weights = self.weights.get(("group", op_group(op)), self.weights.get(("kind", op.kind)))
         if weights is None:
-            raise ValueError(f"Invalid op {op.key!r}: no op of kind {op.kind!r} was sampled, so none can be "
-                             "predicted. Expected a sample with every kind (see `sample_ops`).")
+            raise ValueError(
+                f"Invalid op {op.key!r}: no op of kind {op.kind!r} was sampled, so none can be "
+                "predicted. Expected a sample with every kind (see `sample_ops`)."
+            )
         return float(op_features(op) @ weights)
 
 

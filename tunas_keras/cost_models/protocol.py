@@ -96,8 +96,15 @@ def regression_metrics(predicted, measured) -> dict:
     }
 
 
-def schedule(phase: str, keys: Sequence[str], rounds: int, anchors: Sequence[str] = (), anchor_every: int = 20,
-             seed: int = 0, first: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+def schedule(
+    phase: str,
+    keys: Sequence[str],
+    rounds: int,
+    anchors: Sequence[str] = (),
+    anchor_every: int = 20,
+    seed: int = 0,
+    first: Sequence[str] = (),
+) -> list[tuple[int, str, int]]:
     """The visits of a phase: `(round, key, occurrence)` in measuring order.
 
     Each round starts with `first` (e.g. the empty model), then every key once in a seeded order
@@ -116,7 +123,7 @@ def schedule(phase: str, keys: Sequence[str], rounds: int, anchors: Sequence[str
         order = np.random.default_rng([seed, phase_seed, round_index]).permutation(len(keys))
         counts: dict[str, int] = {}
 
-        def visit(key: str) -> None:
+        def visit(key: str, round_index: int = round_index, counts: dict = counts) -> None:
             visits.append((round_index, key, counts.get(key, 0)))
             counts[key] = counts.get(key, 0) + 1
 
@@ -165,8 +172,9 @@ class MeasurementCache:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"Invalid measurement cache {self.path!r}: line {number} is not JSON ({error}).") \
-                    from error
+                raise ValueError(
+                    f"Invalid measurement cache {self.path!r}: line {number} is not JSON ({error})."
+                ) from error
             self._check(record)
             records.append(record)
         return records
@@ -192,9 +200,18 @@ class MeasurementCache:
 
 
 def run_rounds(
-    phase: str, items: Sequence[Item], device: Device, cache: MeasurementCache, rounds: int = 3,
-    warmup_runs: int = 3, runs: int = 10, anchors: Sequence[str] = (), anchor_every: int = 20,
-    first: Sequence[str] = (), seed: int = 0, progress: Optional[Callable[[str], None]] = print,
+    phase: str,
+    items: Sequence[Item],
+    device: Device,
+    cache: MeasurementCache,
+    rounds: int = 3,
+    warmup_runs: int = 3,
+    runs: int = 10,
+    anchors: Sequence[str] = (),
+    anchor_every: int = 20,
+    first: Sequence[str] = (),
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = print,
 ) -> list[dict]:
     """Times every visit of `schedule(...)` not yet in the cache; returns the phase's records.
 
@@ -204,8 +221,9 @@ def run_rounds(
     """
     by_key = {item.key: item for item in items}
     done = {(r["round"], r["key"], r["occurrence"]): r for r in cache.read() if r["phase"] == phase}
-    visits = schedule(phase, [item.key for item in items if item.key not in first], rounds, anchors,
-                      anchor_every, seed, first)
+    visits = schedule(
+        phase, [item.key for item in items if item.key not in first], rounds, anchors, anchor_every, seed, first
+    )
     todo = [visit for visit in visits if visit not in done]
     for count, (round_index, key, occurrence) in enumerate(todo, 1):
         start = time.perf_counter()
@@ -213,11 +231,17 @@ def run_rounds(
         middle = time.perf_counter()
         result = device.time(prepared, warmup_runs, runs)
         record = {
-            "phase": phase, "round": round_index, "key": key, "kind": by_key[key].kind, "occurrence": occurrence,
+            "phase": phase,
+            "round": round_index,
+            "key": key,
+            "kind": by_key[key].kind,
+            "occurrence": occurrence,
             **{name: result.get(name) for name in STATISTICS},
-            "prepare_seconds": middle - start, "timing_seconds": time.perf_counter() - middle,
+            "prepare_seconds": middle - start,
+            "timing_seconds": time.perf_counter() - middle,
             "load_1m": result.get("provenance", {}).get("device", {}).get("load_average_1m"),
-            "date": time.time(), "provenance": result.get("provenance", {}),
+            "date": time.time(),
+            "provenance": result.get("provenance", {}),
         }
         cache.append(record)
         done[(round_index, key, occurrence)] = record
@@ -230,8 +254,10 @@ def _value(record: dict, statistic: str) -> float:
     value = record.get(statistic)
     if value is None:
         recorded = [name for name in STATISTICS if record.get(name) is not None]
-        raise ValueError(f"Invalid value for argument `statistic`. Expected one that the target recorded: "
-                         f"{recorded}. Received: statistic={statistic!r}")
+        raise ValueError(
+            f"Invalid value for argument `statistic`. Expected one that the target recorded: "
+            f"{recorded}. Received: statistic={statistic!r}"
+        )
     return float(value)
 
 
@@ -269,24 +295,43 @@ def noise_floor(records: Sequence[dict], statistic: str, exclude: Sequence[str] 
             if len(keys) >= 2:
                 a = np.asarray([per_round[key][first] for key in keys])
                 b = np.asarray([per_round[key][second] for key in keys])
-                pairs.append({"rounds": [first, second], "count": len(keys), "spearman": spearman(a, b),
-                              "mape_percent": float(100 * np.mean(np.abs(a - b) / b))})
+                pairs.append(
+                    {
+                        "rounds": [first, second],
+                        "count": len(keys),
+                        "spearman": spearman(a, b),
+                        "mape_percent": float(100 * np.mean(np.abs(a - b) / b)),
+                    }
+                )
     spreads = [100 * np.ptp(list(v.values())) / np.median(list(v.values())) for v in per_round.values() if len(v) > 1]
     visits: dict[str, list] = {}
     for record in records:
         if record["key"] not in exclude:
             visits.setdefault(record["key"], []).append(_value(record, statistic))
-    anchors = {key: {"visits": len(values), "cv_percent": float(100 * np.std(values) / np.mean(values)),
-                     "max_over_min": float(max(values) / min(values))}
-               for key, values in visits.items() if len(values) > len(rounds)}
-    result = {"num_rounds": len(rounds), "num_items": len(per_round), "round_pairs": pairs, "anchors": anchors,
-              "spread_percent": [float(q) for q in np.percentile(spreads, [25, 50, 75])] if spreads else None}
+    anchors = {
+        key: {
+            "visits": len(values),
+            "cv_percent": float(100 * np.std(values) / np.mean(values)),
+            "max_over_min": float(max(values) / min(values)),
+        }
+        for key, values in visits.items()
+        if len(values) > len(rounds)
+    }
+    result = {
+        "num_rounds": len(rounds),
+        "num_items": len(per_round),
+        "round_pairs": pairs,
+        "anchors": anchors,
+        "spread_percent": [float(q) for q in np.percentile(spreads, [25, 50, 75])] if spreads else None,
+    }
     if pairs:
         mape = float(np.mean([pair["mape_percent"] for pair in pairs]))
         result["round_to_round"] = {
             "mean": {"spearman": float(np.mean([p["spearman"] for p in pairs])), "mape_percent": mape},
-            "worst": {"spearman": float(min(p["spearman"] for p in pairs)),
-                      "mape_percent": float(max(p["mape_percent"] for p in pairs))},
+            "worst": {
+                "spearman": float(min(p["spearman"] for p in pairs)),
+                "mape_percent": float(max(p["mape_percent"] for p in pairs)),
+            },
         }
         result["final_noise_percent"] = float(math.sqrt(math.pi) / 2 * mape / math.sqrt(len(rounds)))
     return result

@@ -156,9 +156,7 @@ class TableSegment:
         return sum(stride * indices[position] for stride, position in zip(self.strides, self.positions))
 
 
-def tabulate(
-    space: SearchSpace, name: str, positions: Sequence[int], value: Callable[[list], float]
-) -> TableSegment:
+def tabulate(space: SearchSpace, name: str, positions: Sequence[int], value: Callable[[list], float]) -> TableSegment:
     """Evaluates `value(indices)` on every joint choice of `positions` (other indices are 0)."""
     radices = tuple(space.num_choices[position] for position in positions)
     indices = [0] * space.num_decisions

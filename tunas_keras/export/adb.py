@@ -116,8 +116,10 @@ def build_adb_commands(
     prefix = _adb_prefix(adb, serial)
     device_model = f"{device_dir.rstrip('/')}/{os.path.basename(model_path)}"
     if cpu_mask is not None and not re.fullmatch(r"[0-9a-fA-F]+", str(cpu_mask)):
-        raise ValueError(f"Invalid value for argument `cpu_mask`. Expected a hexadecimal mask like 'f0'. "
-                         f"Received: cpu_mask={cpu_mask!r}")
+        raise ValueError(
+            f"Invalid value for argument `cpu_mask`. Expected a hexadecimal mask like 'f0'. "
+            f"Received: cpu_mask={cpu_mask!r}"
+        )
     pinning = ["taskset", str(cpu_mask)] if cpu_mask is not None else []
     benchmark = prefix + [
         "shell",
@@ -130,7 +132,9 @@ def build_adb_commands(
         f"--use_xnnpack={'true' if use_xnnpack else 'false'}",
     ]
     properties = {key: prefix + ["shell", "getprop", prop] for key, prop in DEVICE_PROPERTIES.items()}
-    return AdbCommands(push=prefix + ["push", model_path, device_model], device_properties=properties, benchmark=benchmark)
+    return AdbCommands(
+        push=prefix + ["push", model_path, device_model], device_properties=properties, benchmark=benchmark
+    )
 
 
 def _stats_line(line: str) -> dict:
@@ -156,7 +160,9 @@ def parse_benchmark_model_output(text: str) -> dict:
             "Invalid value for argument `text`. Expected benchmark_model output with an 'Inference timings in us: "
             f"Init: ..., Inference (avg): ...' line. Received: {text[-300:]!r}"
         )
-    result = dict(zip(("init_us", "first_inference_us", "warmup_avg_us", "inference_avg_us"), map(float, summary.groups())))
+    result = dict(
+        zip(("init_us", "first_inference_us", "warmup_avg_us", "inference_avg_us"), map(float, summary.groups()))
+    )
     stats = [_stats_line(match.group(0)) for match in _STATS.finditer(text)]
     if stats:
         # The last statistics line is the timed runs; the one before it (if any) the warm-up.
@@ -164,7 +170,9 @@ def parse_benchmark_model_output(text: str) -> dict:
         if len(stats) > 1:
             result["warmup"] = stats[-2]
         timed = stats[-1]
-        result["latency_ms"] = {key: timed[key] / 1000.0 for key in ("avg", "min", "max", "std", "median") if key in timed}
+        result["latency_ms"] = {
+            key: timed[key] / 1000.0 for key in ("avg", "min", "max", "std", "median") if key in timed
+        }
         result["runs"] = int(timed["count"])
     else:
         result["latency_ms"] = {"avg": result["inference_avg_us"] / 1000.0}
@@ -187,7 +195,10 @@ def _run(runner: Callable, command: list) -> str:
 
 
 def run_adb_benchmark(
-    model_path: str, runner: Callable = subprocess.run, push: bool = True, device: Optional[dict] = None,
+    model_path: str,
+    runner: Callable = subprocess.run,
+    push: bool = True,
+    device: Optional[dict] = None,
     **command_kwargs,
 ) -> dict:
     """Pushes `model_path`, runs `benchmark_model` on the phone and parses its report.
@@ -206,7 +217,8 @@ def run_adb_benchmark(
     """
     if not os.path.isfile(model_path):
         raise FileNotFoundError(
-            f"Invalid value for argument `model_path`. Expected an existing .tflite file. Received: model_path={model_path!r}"
+            "Invalid value for argument `model_path`. Expected an existing .tflite file. "
+            f"Received: model_path={model_path!r}"
         )
     commands = build_adb_commands(model_path, **command_kwargs)
     if push:

@@ -32,7 +32,9 @@ PERCENTILES = {"min": 0.0, "median": 50.0, "p90": 90.0, "max": 100.0}
 
 def _check_count(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {name}={value!r}")
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {name}={value!r}"
+        )
     return value
 
 
@@ -90,7 +92,8 @@ class _TimedModel:
     def __init__(self, path: str, num_threads: int, use_xnnpack: bool, seed: int = 0):
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"Invalid value for argument `model_path`. Expected an existing .tflite file. Received: model_path={path!r}"
+                "Invalid value for argument `model_path`. Expected an existing .tflite file. "
+                f"Received: model_path={path!r}"
             )
         with open(path, "rb") as handle:
             self.interpreter = make_interpreter(handle.read(), num_threads=num_threads, use_xnnpack=use_xnnpack)
@@ -212,12 +215,12 @@ def compare_latency(
         for name in names
     }
     base = models[baseline]["latency_ms"]["median"]
-    per_round = {
-        name: np.asarray(round_medians[name]) / np.asarray(round_medians[baseline]) for name in names
-    }
+    per_round = {name: np.asarray(round_medians[name]) / np.asarray(round_medians[baseline]) for name in names}
     return {
         "baseline": baseline,
         "models": models,
         "ratio_median": {name: models[name]["latency_ms"]["median"] / base for name in names},
-        "ratio_per_round": {name: [float(r.min()), float(np.median(r)), float(r.max())] for name, r in per_round.items()},
+        "ratio_per_round": {
+            name: [float(r.min()), float(np.median(r)), float(r.max())] for name, r in per_round.items()
+        },
     }

@@ -60,6 +60,43 @@ def qat_model_from(model, dataset: str, image_size: int, steps: int, batch_size:
     return qat.finetune_quantize_aware(model, batches, steps=steps, learning_rate=learning_rate)
 
 
+def check_export_arguments(
+    output_path: str,
+    quantization: str = "none",
+    image_size: int = 224,
+    weights: Optional[str] = None,
+    dataset: Optional[str] = "embedded",
+    qat_steps: int = 0,
+):
+    """Checks `export_standalone`'s arguments without building or reading anything heavy.
+
+    Returns the quantisation mode. Raises ValueError / FileNotFoundError naming the argument.
+    """
+    mode = tflite.get_quantization(quantization)
+    if isinstance(qat_steps, bool) or not isinstance(qat_steps, int) or qat_steps < 0:
+        raise ValueError(
+            f"Invalid value for argument `qat_steps`. Expected an int >= 0. Received: qat_steps={qat_steps!r}"
+        )
+    if qat_steps and quantization != "int8":
+        raise ValueError(
+            f"Invalid value for argument `quantization`. Expected 'int8' with qat_steps={qat_steps}. "
+            f"Received: quantization={quantization!r}"
+        )
+    if dataset is None and (mode.needs_representative_images or qat_steps):
+        raise ValueError(
+            f"Invalid value for argument `dataset`. Expected a dataset name for quantization={quantization!r} "
+            f"/ qat_steps={qat_steps}. Received: dataset=None"
+        )
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"Invalid value for argument `image_size`. Expected an int >= 1. Received: {image_size!r}")
+    if weights:
+        sources.weights_source(weights)
+    if dataset is not None:
+        _get_dataset(dataset, image_size, seed=0)  # a name check; reads nothing yet
+    tflite.check_output_path(output_path)
+    return mode
+
+
 def export_standalone(
     architecture: sources.ArchitectureLike,
     output_path: str,
@@ -93,20 +130,7 @@ def export_standalone(
       seed: data seed.
       converter: a key of `tflite.CONVERTERS`.
     """
-    mode = tflite.get_quantization(quantization)
-    if isinstance(qat_steps, bool) or not isinstance(qat_steps, int) or qat_steps < 0:
-        raise ValueError(f"Invalid value for argument `qat_steps`. Expected an int >= 0. Received: qat_steps={qat_steps!r}")
-    if qat_steps and quantization != "int8":
-        raise ValueError(
-            f"Invalid value for argument `quantization`. Expected 'int8' with qat_steps={qat_steps}. "
-            f"Received: quantization={quantization!r}"
-        )
-    if dataset is None and (mode.needs_representative_images or qat_steps):
-        raise ValueError(
-            f"Invalid value for argument `dataset`. Expected a dataset name for quantization={quantization!r} "
-            f"/ qat_steps={qat_steps}. Received: dataset=None"
-        )
-    tflite.check_output_path(output_path)  # Fail before the slow work.
+    mode = check_export_arguments(output_path, quantization, image_size, weights, dataset, qat_steps)
     model = sources.build_export_model(architecture, num_classes=num_classes, image_size=image_size, weights=weights)
     representative = parity_images = None
     if dataset is not None:
@@ -157,7 +181,10 @@ def compare_with_keras_mobilenet_v2(
     models = {
         "tunas_keras": build_model("mobilenet_v2", num_classes=1001, input_shape=shape),
         "keras_applications": keras.applications.MobileNetV2(
-            input_shape=shape, weights=None, classes=1001, classifier_activation=None  # logits, like ours
+            input_shape=shape,
+            weights=None,
+            classes=1001,
+            classifier_activation=None,  # logits, like ours
         ),
     }
     paths, ops, parity = {}, {}, {}

@@ -51,7 +51,9 @@ class OutputQuantizeConfig(_QUANTIZE.QuantizeConfig):
 
     def get_output_quantizers(self, layer):
         del layer
-        return [_QUANTIZE.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+        return [
+            _QUANTIZE.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+        ]
 
     def get_config(self):
         return {}
@@ -101,7 +103,8 @@ def quantize_aware_model(model: keras.Model) -> keras.Model:
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_is_graph_network") or not model._is_graph_network:
         raise ValueError(
-            f"Invalid value for argument `model`. Expected a functional tf_keras model. Received: {type(model).__name__}"
+            "Invalid value for argument `model`. Expected a functional tf_keras model. "
+            f"Received: {type(model).__name__}"
         )
     annotated = keras.models.clone_model(model, clone_function=_annotate)
     with quantize_scope():

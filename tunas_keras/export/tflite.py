@@ -215,7 +215,8 @@ def convert_to_tflite(
     mode = get_quantization(quantization)
     if converter not in CONVERTERS:
         raise ValueError(
-            f"Invalid value for argument `converter`. Expected one of {list(CONVERTERS)}. Received: converter={converter!r}"
+            f"Invalid value for argument `converter`. Expected one of {list(CONVERTERS)}. "
+            f"Received: converter={converter!r}"
         )
     if mode.needs_representative_images and representative_images is None:
         raise ValueError(
@@ -227,8 +228,10 @@ def convert_to_tflite(
         # Read (and check) the images before the slow conversion; a generator is consumed once.
         calibration = list(iterate_images(representative_images, model_input_shape(model), num_calibration_images))
         if not calibration:
-            raise ValueError("Invalid value for argument `representative_images`. Expected at least one image. "
-                             "Received: an empty source")
+            raise ValueError(
+                "Invalid value for argument `representative_images`. Expected at least one image. "
+                "Received: an empty source"
+            )
 
         def representative():
             for image in calibration:

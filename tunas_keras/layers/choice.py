@@ -147,11 +147,11 @@ class ChoiceBlock(keras.layers.Layer):
         return branch(inputs, context=context, training=training, gate=gate)
 
     def _weighted_sum(self, selection, inputs, context, training, gate):
-        terms = []
+        terms, weights = [], tf.unstack(selection)
         for index, branch in enumerate(self.branches):
             if isinstance(branch, ZeroBranch):
                 continue
-            weight = selection[index]
+            weight = weights[index]
             branch_gate = weight if gate is None else gate * weight
 
             def run(inputs_, index=index, branch_gate=branch_gate):
@@ -169,19 +169,25 @@ class ChoiceBlock(keras.layers.Layer):
 
     def _merged(self, selection, inputs, context, training, gate, static_shapes):
         """The largest branch, run with every variable merged over the branches (one-hot only)."""
-        largest = max(range(self.num_branches), key=lambda i: max(map(_spatial_size, self.branches[i].trainable_weights)))
-        mapping = {}
+        largest = max(
+            range(self.num_branches), key=lambda i: max(map(_spatial_size, self.branches[i].trainable_weights))
+        )
+        mapping, weights = {}, tf.unstack(selection)
+        sizes = [max(map(_spatial_size, branch.trainable_weights)) for branch in self.branches]
+        # The chosen kernel size ("slice" runs it at that size): one-hot weights pick it exactly.
+        chosen = (
+            None if static_shapes else tf.cast(tf.tensordot(selection, [float(size) for size in sizes], 1), tf.int32)
+        )
         for variables in zip(*(branch.trainable_weights for branch in self.branches)):
             target = variables[largest]
             size = _spatial_size(target)
             if size and len({tuple(variable.shape) for variable in variables}) > 1:
-                merged = tf.add_n([selection[i] * _centre_pad(read_weight(v), size) for i, v in enumerate(variables)])
-                if not static_shapes:
-                    chosen = tf.cast(tf.tensordot(selection, [float(_spatial_size(v)) for v in variables], 1), tf.int32)
+                merged = tf.add_n([weights[i] * _centre_pad(read_weight(v), size) for i, v in enumerate(variables)])
+                if chosen is not None:
                     margin = (size - chosen) // 2
                     merged = tf.slice(merged, tf.stack([margin, margin, 0, 0]), tf.stack([chosen, chosen, -1, -1]))
             else:
-                merged = tf.add_n([selection[i] * read_weight(variable) for i, variable in enumerate(variables)])
+                merged = tf.add_n([weights[i] * read_weight(variable) for i, variable in enumerate(variables)])
             mapping[target.ref()] = merged
         with substitute_weights(mapping):
             return self._run_branch(largest, inputs, context, training, gate)

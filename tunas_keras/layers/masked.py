@@ -80,23 +80,35 @@ def _as_mask(mask: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
     return tf.cast(mask, tf.float32)
 
 
-def _input_channels(inputs: tf.Tensor, full: int):
-    """The static channel count if it is the full width, else the dynamic one (sliced inputs)."""
+def _input_channels(inputs: tf.Tensor, full: int, given=None):
+    """`given`, else the static channel count if it is the full width, else the dynamic one (sliced inputs)."""
+    if given is not None:
+        return given
     static = inputs.shape[-1]
     return full if static == full else tf.shape(inputs)[-1]
 
 
-def _leading(tensor: Optional[tf.Tensor], count, axis: int = 0) -> Optional[tf.Tensor]:
-    """The first `count` entries of `tensor` along `axis` (no op when `count` is the static size).
+def _is_full(count, size) -> bool:
+    return count is None or (isinstance(count, int) and count == size)
 
-    A strided slice: its gradient is one `StridedSliceGrad` (a `tf.slice` would add a `Pad` with
-    computed paddings, several more ops per use in the supernet's traced graph).
-    """
-    if tensor is None or count is None or (isinstance(count, int) and count == tensor.shape[axis]):
+
+def _leading(tensor: Optional[tf.Tensor], count, axis: int = 0) -> Optional[tf.Tensor]:
+    """The first `count` entries of `tensor` along `axis` (no op when `count` is the static size)."""
+    if tensor is None or _is_full(count, tensor.shape[axis]):
         return tensor
-    index = [slice(None)] * tensor.shape.rank
-    index[axis] = slice(None, count)
-    return tensor[tuple(index)]
+    return _prefix(tensor, {axis: count})
+
+
+def _prefix(tensor: tf.Tensor, counts: dict) -> tf.Tensor:
+    """`tensor[..., :count, ...]` for every `{axis: count}`: one strided slice.
+
+    Only the end is a packed tensor (begin and strides are constants), and the gradient is one
+    `StridedSliceGrad`: few ops per use in the supernet's traced graph.
+    """
+    rank = tensor.shape.rank
+    end = [counts.get(axis, 0) for axis in range(rank)]
+    full = sum(1 << axis for axis in range(rank) if axis not in counts)  # end_mask: these axes whole
+    return tf.strided_slice(tensor, [0] * rank, tf.stack(end), [1] * rank, end_mask=full)
 
 
 @keras.utils.register_keras_serializable(package="tunas_keras")
@@ -118,6 +130,8 @@ class MaskedConv2D(keras.layers.Layer):
         (then the kernel's first `c` input channels are used).
       input_mask: optional `(in,)` float32 channel mask of the full input width.
       output_mask: optional `(filters,)` float32 channel mask of the outputs.
+      input_channels: optional int / int32 scalar, the channels `inputs` has (read from its
+        shape when not given).
       output_channels: optional int / int32 scalar: compute only the first output channels.
 
     Returns:
@@ -148,23 +162,22 @@ class MaskedConv2D(keras.layers.Layer):
     def masked_kernel(self, input_mask=None, output_mask=None, input_channels=None, output_channels=None):
         """The kernel cut to `input_channels` / `output_channels` (if given) and multiplied by the masks."""
         kernel = read_weight(self.kernel)
-        full_in, full_out = self.kernel.shape[2], self.kernel.shape[3]
-        cut_in = input_channels is not None and not (isinstance(input_channels, int) and input_channels == full_in)
-        cut_out = output_channels is not None and not (isinstance(output_channels, int) and output_channels == full_out)
-        if cut_in or cut_out:  # one strided slice for both axes
-            kernel = kernel[:, :, : (input_channels if cut_in else full_in), : (output_channels if cut_out else full_out)]
-        if cut_in:
-            input_mask = _leading(input_mask, input_channels)
-        if cut_out:
-            output_mask = _leading(output_mask, output_channels)
+        cuts = {
+            axis: count
+            for axis, count in ((2, input_channels), (3, output_channels))
+            if not _is_full(count, kernel.shape[axis])
+        }
+        if cuts:  # one strided slice for both axes
+            kernel = _prefix(kernel, cuts)
+            input_mask, output_mask = _leading(input_mask, cuts.get(2)), _leading(output_mask, cuts.get(3))
         if input_mask is not None:
             kernel = kernel * _as_mask(input_mask)[:, None]
         if output_mask is not None:
             kernel = kernel * _as_mask(output_mask)
         return kernel
 
-    def call(self, inputs, input_mask=None, output_mask=None, output_channels=None):
-        input_channels = _input_channels(inputs, self.kernel.shape[2])
+    def call(self, inputs, input_mask=None, output_mask=None, input_channels=None, output_channels=None):
+        input_channels = _input_channels(inputs, self.kernel.shape[2], input_channels)
         kernel = self.masked_kernel(input_mask, output_mask, input_channels, output_channels)
         outputs = tf.nn.conv2d(inputs, kernel, self.strides, padding="SAME")
         if self.use_bias:
@@ -219,6 +232,7 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
     Call arguments:
       inputs: `(batch, height, width, c)`, `c` the full width or fewer channels (sliced).
       channel_mask: optional `(channels,)` float32 mask of the full width.
+      channels: optional int / int32 scalar, the channels `inputs` has (else read from its shape).
 
     Returns:
       `(batch, height / strides, width / strides, c)`; masked channels are zero.
@@ -251,8 +265,8 @@ class MaskedDepthwiseConv2D(keras.layers.Layer):
             kernel = kernel * _as_mask(channel_mask)[:, None]
         return kernel
 
-    def call(self, inputs, channel_mask=None):
-        kernel = self.masked_kernel(channel_mask, _input_channels(inputs, self.depthwise_kernel.shape[2]))
+    def call(self, inputs, channel_mask=None, channels=None):
+        kernel = self.masked_kernel(channel_mask, _input_channels(inputs, self.depthwise_kernel.shape[2], channels))
         strides = (1, self.strides, self.strides, 1)
         return tf.nn.depthwise_conv2d(inputs, kernel, strides, padding="SAME")
 
@@ -295,6 +309,7 @@ class MaskedBatchNorm(keras.layers.Layer):
     Call arguments:
       inputs: `(batch, height, width, c)`, `c` the full width or fewer channels (sliced).
       channel_mask: optional `(channels,)` float32 mask of the full width.
+      channels: optional int / int32 scalar, the channels `inputs` has (else read from its shape).
 
     Returns:
       The normalised tensor (same shape), zero on masked channels.
@@ -312,8 +327,8 @@ class MaskedBatchNorm(keras.layers.Layer):
         self.beta = self.add_weight("beta", shape=(channels,), initializer="zeros", trainable=True)
         super().build(input_shape)
 
-    def call(self, inputs, channel_mask=None):
-        channels = _input_channels(inputs, self.gamma.shape[0])
+    def call(self, inputs, channel_mask=None, channels=None):
+        channels = _input_channels(inputs, self.gamma.shape[0], channels)
         gamma, beta = _leading(read_weight(self.gamma), channels), _leading(read_weight(self.beta), channels)
         if channel_mask is not None:
             mask = _as_mask(_leading(channel_mask, channels))

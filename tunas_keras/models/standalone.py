@@ -201,9 +201,7 @@ def resolve_network(architecture: Union[Architecture, str, specs.Network]) -> sp
     return network
 
 
-def _build_features(
-    network: specs.Network, images, zero_init_residual: bool = False
-) -> tuple[tf.Tensor, BuildContext]:
+def _build_features(network: specs.Network, images, zero_init_residual: bool = False) -> tuple[tf.Tensor, BuildContext]:
     context = BuildContext(filters=0, prefix="", zero_init_residual=zero_init_residual)
     features = images
     for block_index, block in enumerate(network.blocks):

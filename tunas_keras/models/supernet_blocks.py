@@ -29,15 +29,15 @@ def _channels_shape(channels: int) -> tf.TensorShape:
     return tf.TensorShape([None, None, None, channels])
 
 
-def _cut(inputs: tf.Tensor, context: CallContext, width: Combination, gate) -> tf.Tensor:
-    """`inputs` cut to the channels an op inside a branch runs on ("slice"; all of them otherwise).
+def _cut(inputs: tf.Tensor, channels, gate) -> tf.Tensor:
+    """`inputs` cut to the `channels` an op inside a branch runs on ("slice"; all of them otherwise).
 
     Only branch ops (gate not None) cut: a branch with weight 0 runs on `INACTIVE_CHANNELS`.
     At the top level the inputs already have the op's input width.
     """
-    if gate is None or context.counts is None:
+    if gate is None or channels is None:
         return inputs
-    return inputs[..., : context.channels(width, gate)]
+    return inputs[..., :channels]
 
 
 def _scaled(weight, gate):
@@ -89,16 +89,18 @@ class ConvBatchNorm(SupernetOp):
         super().build(input_shape)
 
     def call(self, inputs, context=None, training=None, gate=None):
-        inputs = _cut(inputs, context, self.input_width, gate)
+        input_channels = context.channels(self.input_width, gate)
+        output_channels = context.channels(self.output_width, gate)
         output_mask = context.mask(self.output_width)
         outputs = self.conv(
-            inputs,
+            _cut(inputs, input_channels, gate),
             input_mask=context.mask(self.input_width),
             output_mask=output_mask,
-            output_channels=context.channels(self.output_width, gate),
+            input_channels=input_channels,
+            output_channels=output_channels,
         )
         if self.batch_norm is not None:
-            outputs = self.batch_norm(outputs, channel_mask=output_mask)
+            outputs = self.batch_norm(outputs, channel_mask=output_mask, channels=output_channels)
         return outputs
 
     def active_l2(self, context):
@@ -127,9 +129,9 @@ class DepthwiseBatchNorm(SupernetOp):
         super().build(input_shape)
 
     def call(self, inputs, context=None, training=None, gate=None):
-        inputs = _cut(inputs, context, self.width, gate)
-        mask = context.mask(self.width)
-        outputs = self.batch_norm(self.depthwise(inputs, channel_mask=mask), channel_mask=mask)
+        channels, mask = context.channels(self.width, gate), context.mask(self.width)
+        outputs = self.depthwise(_cut(inputs, channels, gate), channel_mask=mask, channels=channels)
+        outputs = self.batch_norm(outputs, channel_mask=mask, channels=channels)
         return ACTIVATION_FUNCTIONS[self.activation](outputs)
 
     def active_l2(self, context):
@@ -168,11 +170,22 @@ class SqueezeExcite(SupernetOp):
 
     def _gate_values(self, inputs, context, gate):
         inner, hidden = context.mask(self.inner_width), context.mask(self.hidden_width)
-        pooled = tf.reduce_mean(_cut(inputs, context, self.inner_width, gate), axis=[1, 2], keepdims=True)
-        hidden_channels = context.channels(self.hidden_width, gate)
-        values = tf.nn.relu(self.reduce(pooled, input_mask=inner, output_mask=hidden, output_channels=hidden_channels))
-        inner_channels = context.channels(self.inner_width, gate)
-        return tf.sigmoid(self.expand(values, input_mask=hidden, output_mask=inner, output_channels=inner_channels))
+        inner_channels, hidden_channels = (
+            context.channels(self.inner_width, gate),
+            context.channels(self.hidden_width, gate),
+        )
+        pooled = tf.reduce_mean(_cut(inputs, inner_channels, gate), axis=[1, 2], keepdims=True)
+        values = self.reduce(
+            pooled, input_mask=inner, output_mask=hidden, input_channels=inner_channels, output_channels=hidden_channels
+        )
+        values = self.expand(
+            tf.nn.relu(values),
+            input_mask=hidden,
+            output_mask=inner,
+            input_channels=hidden_channels,
+            output_channels=inner_channels,
+        )
+        return tf.sigmoid(values)
 
     def call(self, inputs, context=None, training=None, gate=None):
         if self.selection is None:
@@ -242,7 +255,9 @@ class Choice(SupernetOp):
 
     def active_l2(self, context):
         weights = context.selections[self.selection.key]
-        return tf.add_n([weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)])
+        return tf.add_n(
+            [weights[index] * branch.active_l2(context) for index, branch in enumerate(self.block.branches)]
+        )
 
     def export(self, prefix, indices):
         return self.block.branches[self.selection.index(indices)].export(prefix, indices)

@@ -120,7 +120,12 @@ class _Planner:
     def _is_c4_bottleneck(self, op, input_stride: int) -> bool:
         """The first top-level bottleneck from stride 16 to 32 (standalone.C4_INPUT_STRIDE): C4 is its expansion."""
         first = "c4" not in self.endpoint_widths
-        return first and isinstance(op, blocks.Bottleneck) and input_stride == C4_INPUT_STRIDE and self.stride == 2 * input_stride
+        return (
+            first
+            and isinstance(op, blocks.Bottleneck)
+            and input_stride == C4_INPUT_STRIDE
+            and self.stride == 2 * input_stride
+        )
 
     def op(self, spec, path, input_width, output_width, prefix):
         """A `SupernetOp` for `spec` and its output width, through `OP_PLANNERS`."""
@@ -146,7 +151,9 @@ class _Planner:
         planned = []
         for index, choice in enumerate(spec.choices):
             self.stride = stride  # every branch starts at the same stride
-            planned.append(self.op(choice, path + (f"{spec.tag}={index}",), input_width, output_width, branch_prefix(index)))
+            planned.append(
+                self.op(choice, path + (f"{spec.tag}={index}",), input_width, output_width, branch_prefix(index))
+            )
         if len(planned) == 1:
             return planned[0]
         return self.choice([op for op, _ in planned], (self.decision(path),), prefix + spec.tag), planned[0][1]

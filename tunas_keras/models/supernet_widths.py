@@ -131,17 +131,23 @@ class CallContext:
     execution: str = "mask"
     one_hot: bool = False
     counts: Optional[dict] = None
+    _gated: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(cls, widths: dict, selections: dict, masks: Sequence[tf.Tensor], execution: str, one_hot: bool):
         if execution not in EXECUTION_MODES:
-            raise ValueError(f"Invalid value for argument `execution`. Expected one of {EXECUTION_MODES}. Received: {execution!r}")
+            raise ValueError(
+                f"Invalid value for argument `execution`. Expected one of {EXECUTION_MODES}. Received: {execution!r}"
+            )
         slicing = execution == "slice"
         counts = {key: width.count(masks) for key, width in widths.items()} if slicing else None
         return cls(
             # A constant width masks nothing, and a sliced tensor keeps exactly its active
             # channels: None lets the layers skip the multiplication by the mask.
-            masks={key: None if slicing or not width.factors else width.channel_mask(masks) for key, width in widths.items()},
+            masks={
+                key: None if slicing or not width.factors else width.channel_mask(masks)
+                for key, width in widths.items()
+            },
             selections={key: selection.weights(masks) for key, selection in selections.items()},
             execution=execution,
             one_hot=bool(one_hot),
@@ -163,4 +169,10 @@ class CallContext:
         count = self.counts[width.key]
         if gate is None:
             return count
-        return tf.where(gate > 0, count, INACTIVE_CHANNELS)
+        key = (width.key, id(gate))  # computed once per width and branch within this call
+        if key not in self._gated:
+            self._gated[key] = (
+                gate,
+                tf.where(gate > 0, count, INACTIVE_CHANNELS),
+            )  # keeps `gate` alive: ids stay unique
+        return self._gated[key][1]

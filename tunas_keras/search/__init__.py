@@ -1,6 +1,6 @@
 """Architecture search: the controller (policy), rewards and the REINFORCE update.
 
-    >>> from tunas_keras.search import Controller, Reinforce, Reward, rl_learning_rate
+>>> from tunas_keras.search import Controller, Reinforce, Reward, rl_learning_rate
 """
 
 from tunas_keras.search.controller import Controller, Sample

@@ -46,9 +46,7 @@ def read_search_config(
         return config_from_dict(config_class, json.load(handle)), checkpoint_path
 
 
-def load_search_supernet(
-    config: SearchConfig, checkpoint_path: str, num_classes: int, input_shape=None
-) -> Supernet:
+def load_search_supernet(config: SearchConfig, checkpoint_path: str, num_classes: int, input_shape=None) -> Supernet:
     """The supernet of a search (`read_search_config`'s result), restored from `checkpoint_path`.
 
     Args:
@@ -91,7 +89,11 @@ def rank_children(
       "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
       "num_images", "space", "cost_model"}`.
     """
-    checks = (("num_architectures", num_architectures, 3), ("num_batches", num_batches, 1), ("batch_size", batch_size, 1))
+    checks = (
+        ("num_architectures", num_architectures, 3),
+        ("num_batches", num_batches, 1),
+        ("batch_size", batch_size, 1),
+    )
     for name, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {value!r}")

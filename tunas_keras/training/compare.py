@@ -77,13 +77,26 @@ def write_plot(path: str, searched: list, random_points: list, random_best: list
     from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
 
     figure, axis = pyplot.subplots(figsize=(7, 5))
-    axis.scatter([p["cost"] for p in random_points], [p["top1"] for p in random_points], s=18, alpha=0.6, label="random")
     axis.scatter(
-        [p["cost"] for p in random_best], [p["top1"] for p in random_best], s=60, marker="s", facecolors="none",
-        edgecolors="tab:blue", label="random search best",
+        [p["cost"] for p in random_points], [p["top1"] for p in random_points], s=18, alpha=0.6, label="random"
     )
-    axis.scatter([p["cost"] for p in searched], [p["top1"] for p in searched], s=120, marker="*", color="tab:red",
-                 label="TuNAS search")
+    axis.scatter(
+        [p["cost"] for p in random_best],
+        [p["top1"] for p in random_best],
+        s=60,
+        marker="s",
+        facecolors="none",
+        edgecolors="tab:blue",
+        label="random search best",
+    )
+    axis.scatter(
+        [p["cost"] for p in searched],
+        [p["top1"] for p in searched],
+        s=120,
+        marker="*",
+        color="tab:red",
+        label="TuNAS search",
+    )
     if target is not None:
         axis.axvline(target, color="k", ls="--", lw=1, label="target T0")
     axis.set(xlabel="simulated latency (ms)", ylabel="validation top-1", title="Search vs random search")

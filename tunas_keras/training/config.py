@@ -8,8 +8,10 @@ A config is a dataclass; the command-line tools derive one absl flag per field
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
+import sys
 from typing import Any, Optional, Type, TypeVar, get_type_hints
 
 import yaml
@@ -45,6 +47,7 @@ class RunConfig:
     checkpoint_every: int = 100
     summary_every: int = 10
     progress_bar: bool = True
+    deterministic: bool = True
 
 
 @dataclasses.dataclass
@@ -111,13 +114,178 @@ class TrainConfig(RunConfig):
     eval_batches: Optional[int] = None
 
 
+# One line of `--help` per config field (`define_flags_for` adds type and default). A key
+# "ClassName.field" overrides the plain "field" for that class and its subclasses. Every field
+# of every config class needs an entry (tests/test_cli.py checks it).
+FIELD_HELP = {
+    "dataset": "Dataset: 'embedded' (offline, generated), 'folder:/path' (one sub-folder per class) or a "
+    "TFDS name such as cifar10 or imagenet2012.",
+    "data_dir": "TFDS data directory (TFDS datasets only; None: TFDS's default).",
+    "held_out_fraction": "Fraction of the training split held out as 'valid' (the RL reward's data), in (0, 1).",
+    "steps": "Training steps (ignored when --epochs is set).",
+    "epochs": "Training epochs; when set, overrides --steps.",
+    "batch_size": "Global training batch size (split over replicas).",
+    "image_size": "Input image height and width in pixels.",
+    "strategy": "tf.distribute strategy: auto (all GPUs if several, else one device), one_device, mirrored, "
+    "multi_worker, tpu.",
+    "model_dir": "Directory for checkpoints, summaries, config.json and results; rerunning the same command "
+    "resumes there.",
+    "seed": "Seed of the initial weights, the data order and augmentation, and the sampled architectures.",
+    "optimizer": "Weight optimizer: rmsprop (the reference: decay 0.9, momentum 0.9, eps 1.0), adam or sgd "
+    "(momentum 0.9).",
+    "learning_rate": "Base learning rate; the peak is base x batch_size / 256 (linear warmup, then cosine to 0).",
+    "learning_rate_warmup_fraction": "Fraction of the steps with a linear learning-rate warmup, in [0, 1).",
+    "label_smoothing": "Label smoothing of the cross-entropy, in [0, 1).",
+    "weight_decay": "L2 as the reference: a penalty weight_decay / 2 x sum of squares of the non-classifier kernels.",
+    "SearchConfig.weight_decay": "L2 as the reference (weight_decay / 2 x sum of squares of the active "
+    "non-classifier kernels); None: the space's search default (3e-5 mobilenet_v3_like, 4e-5 otherwise).",
+    "zero_init_residual": "Start each residual branch's last batch-norm gamma at 0 (not the reference recipe; "
+    "helps short runs).",
+    "checkpoint_every": "Steps between checkpoints (the last step is always checkpointed).",
+    "summary_every": "Steps between history / TensorBoard entries.",
+    "progress_bar": "Show a progress bar with ETA.",
+    "deterministic": "Bit-identical runs for the same command and seed on this machine: one inter-op thread, and "
+    "op determinism on GPUs (see docs/reproducibility.md).",
+    "space": "Search space: proxyless, proxyless_enlarged or mobilenet_v3_like.",
+    "TrainConfig.space": "Search space of --indices: proxyless, proxyless_enlarged or mobilenet_v3_like.",
+    "target_latency": "Target cost T0 in the cost model's units (ms); None: the space's default (84 / 57).",
+    "reward": "RL reward: abs (TuNAS), mnas (soft exponent) or mnas_hard.",
+    "beta": "Cost exponent / penalty beta of the reward, a negative number.",
+    "cost_model": "Cost model: pixel1 (simulated Pixel-1 latency, ms), macs, params, or a coefficient .json file.",
+    "validation_batch_multiplier": "Validation (reward) batch size as a multiple of --batch_size.",
+    "architectures_per_step": "Architectures sampled per replica and step (the training batch is split into as "
+    "many micro-batches, one architecture each).",
+    "supernet_execution": "How the supernet computes the active channels: slice, mask, or auto (slice on CPU, mask "
+    "on GPU / TPU).",
+    "jit_compile": "Compile the search step with XLA; None: XLA for the mask execution on a GPU / TPU.",
+    "rl_learning_rate": "Base RL (controller) learning rate; scaled by batch_size / 256, 0 during the RL delay, "
+    "then x 10^progress.",
+    "rl_delay_fraction": "Fraction of the steps before the controller starts learning, in [0, 1].",
+    "entropy_weight": "Weight of the policy-entropy bonus in the REINFORCE loss.",
+    "op_warmup": "Op warmup: early steps train every op choice (the probability decays to 0 over --warmup_fraction).",
+    "filter_warmup": "Filter warmup: early steps train the largest filter choices (decays like op warmup).",
+    "warmup_fraction": "Fraction of the steps over which op / filter warmup decay from 1 to 0, in [0, 1].",
+    "architecture": "Path of an architecture.json (as written by tools/search.py).",
+    "indices": "Colon-separated decision indices of an architecture of --space, e.g. 0:1:0:2:...",
+    "reference": "A reference model, e.g. mobilenet_v2, mnasnet_b1, proxylessnas_mobile, mobilenet_v3_large.",
+    "protocol": "valid: train on 'train', evaluate on 'valid'; test: train on the whole training split, "
+    "evaluate on 'test'.",
+    "dropout_rate": "Dropout before the classifier, in [0, 1); None: 0 below 150 epochs, else 0.15 "
+    "(0.25 MobileNetV3-like).",
+    "weight_ema": "Decay of an exponential moving average of the weights used for evaluation, in [0, 1); None: off.",
+    "init_from_supernet": "A tools/search.py model_dir: start from the child's weights in its supernet.",
+    "eval_batches": "Evaluate on at most this many batches; None: the whole split.",
+    "tolerance": "Sampled architectures cost within target_latency +- tolerance (paper: 1 ms).",
+    "num_samples": "Number of architectures sampled and trained.",
+}
+
+
+def _at_least(minimum, integer=True):
+    kind = "an int" if integer else "a number"
+    return (lambda value: value >= minimum), f"{kind} >= {minimum}"
+
+
+def _in_range(low, high, closed_high=False):
+    bracket = "]" if closed_high else ")"
+    check = (lambda value: low <= value <= high) if closed_high else (lambda value: low <= value < high)
+    return check, f"a number in [{low}, {high}{bracket}"
+
+
+# Range checks of numeric fields (None always passes where the field is Optional). Choices
+# (space, reward, cost model, dataset, optimizer, strategy, protocol) are checked by their
+# registries when a task is created.
+FIELD_CHECKS = {
+    "held_out_fraction": ((lambda value: 0 < value < 1), "a number in (0, 1)"),
+    "steps": _at_least(1),
+    "epochs": ((lambda value: value > 0), "a number > 0"),
+    "batch_size": _at_least(1),
+    "image_size": _at_least(1),
+    "learning_rate": _at_least(0, integer=False),
+    "learning_rate_warmup_fraction": _in_range(0, 1),
+    "label_smoothing": _in_range(0, 1),
+    "weight_decay": _at_least(0, integer=False),
+    "checkpoint_every": _at_least(1),
+    "summary_every": _at_least(1),
+    "target_latency": ((lambda value: value > 0), "a number > 0"),
+    "beta": ((lambda value: value < 0), "a negative number"),
+    "validation_batch_multiplier": _at_least(1),
+    "architectures_per_step": _at_least(1),
+    "rl_learning_rate": _at_least(0, integer=False),
+    "rl_delay_fraction": _in_range(0, 1, closed_high=True),
+    "entropy_weight": _at_least(0, integer=False),
+    "warmup_fraction": _in_range(0, 1, closed_high=True),
+    "dropout_rate": _in_range(0, 1),
+    "weight_ema": _in_range(0, 1),
+    "eval_batches": _at_least(1),
+    "tolerance": ((lambda value: value > 0), "> 0 ms"),
+    "num_samples": _at_least(1),
+}
+
+
+def validate_config(config: Any) -> None:
+    """Checks every field of a run config against `FIELD_CHECKS` and the registries that need no
+    heavy work (optimizer, strategy, reward, dataset name), so that a tool fails before building
+    anything or reading data. The space, cost model and architecture are checked by the task's
+    constructor, which also builds nothing (`training.search.prepare_search`).
+
+    Raises:
+      ValueError: "Invalid value for argument `name`. Expected ... Received: value".
+    """
+    for name, value in dataclasses.asdict(config).items():
+        if name in FIELD_CHECKS and value is not None:
+            check, expected = FIELD_CHECKS[name]
+            if not check(value):
+                raise ValueError(f"Invalid value for argument `{name}`. Expected {expected}. Received: {value!r}")
+    if getattr(config, "steps", 1) is None and getattr(config, "epochs", None) is None:
+        raise ValueError("Invalid value for argument `steps`. Expected an int >= 1 (or --epochs). Received: None")
+    # Imported here: the registries import TensorFlow, this module should stay light.
+    from tunas_keras.models.supernet_widths import EXECUTION_MODES  # pylint: disable=import-outside-toplevel
+    from tunas_keras.search.rewards import REWARDS  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.schedules import OPTIMIZERS  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training.trainer import STRATEGIES  # pylint: disable=import-outside-toplevel
+
+    choices = {
+        "optimizer": sorted(OPTIMIZERS),
+        "strategy": list(STRATEGIES),
+        "reward": sorted(REWARDS),
+        "supernet_execution": [*EXECUTION_MODES, "auto"],
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name, None)
+        if value is not None and value not in allowed:
+            raise ValueError(f"Invalid value for argument `{name}`. Expected one of {allowed}. Received: {value!r}")
+    if hasattr(config, "validate_task"):  # a task with its own fields and dataset registry (detection.config)
+        config.validate_task()
+    else:
+        _check_dataset(config)
+
+
+def _check_dataset(config: Any) -> None:
+    """The dataset's name (and folder / TFDS data), opened lazily: nothing is read but metadata."""
+    from tunas_keras import datasets  # pylint: disable=import-outside-toplevel
+
+    try:
+        datasets.get_dataset(
+            config.dataset,
+            image_size=config.image_size,
+            seed=config.seed,
+            held_out_fraction=config.held_out_fraction,
+            data_dir=config.data_dir,
+        )
+    except ValueError as error:
+        message = str(error)
+        if "argument `dataset`" not in message:
+            message = f"Invalid value for argument `dataset` ({config.dataset!r}): {message}"
+        raise ValueError(message) from error
+
+
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Converts a JSON/YAML/flag value to the field's type, with a clear error."""
     text = str(annotation)
     if value is None:
         if "Optional" in text or "None" in text:
             return None
-        raise ValueError(f"Invalid value for config field `{name}`. Expected {text}. Received: None")
+        raise ValueError(f"Invalid value for argument `{name}`. Expected {_type_name(annotation)}. Received: None")
     kinds = [(bool, "bool"), (int, "int"), (float, "float"), (str, "str")]
     for kind, label in kinds:
         if label in text:
@@ -130,9 +298,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                     raise ValueError(value)
                 return kind(value)
             except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"Invalid value for config field `{name}`. Expected {label}. Received: {value!r}"
-                ) from error
+                message = f"Invalid value for argument `{name}`. Expected {label}. Received: {value!r}"
+                raise ValueError(message) from error
     return value
 
 
@@ -142,8 +309,11 @@ def config_from_dict(config_class: Type[ConfigT], data: dict, base: Optional[Con
     known = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(data) - known)
     if unknown:
+        close = [match for name in unknown for match in difflib.get_close_matches(name, known, n=1)]
+        hint = f" (did you mean {close}?)" if close else ""
         raise ValueError(
-            f"Invalid config: unknown field(s) {unknown}. Expected fields of {config_class.__name__}: {sorted(known)}"
+            f"Invalid config: unknown field(s) {unknown}{hint}. Expected fields of {config_class.__name__}: "
+            f"{sorted(known)}"
         )
     values = dataclasses.asdict(base) if base is not None else {}
     values.update({key: _coerce(key, value, hints[key]) for key, value in data.items()})
@@ -153,30 +323,75 @@ def config_from_dict(config_class: Type[ConfigT], data: dict, base: Optional[Con
 def load_config_file(config_class: Type[ConfigT], path: str) -> ConfigT:
     """Reads a JSON or YAML (.yaml / .yml) config file."""
     if not os.path.isfile(path):
-        raise ValueError(f"Invalid value for argument `config`. Expected an existing JSON/YAML file. Received: {path!r}")
+        raise ValueError(
+            f"Invalid value for argument `config`. Expected an existing JSON/YAML file. Received: {path!r}"
+        )
     with open(path) as handle:
         text = handle.read()
-    if path.endswith((".yaml", ".yml")):
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
+    try:
+        if path.endswith((".yaml", ".yml")):
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(str(error)) from error
+        else:
+            data = json.loads(text)
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise ValueError(
+            f"Invalid value for argument `config`. Expected a JSON or YAML file. Received: {path!r} "
+            f"({' '.join(str(error).split())})"
+        ) from error
     if not isinstance(data, dict):
-        raise ValueError(f"Invalid config file {path!r}. Expected a mapping of fields. Received: {type(data).__name__}")
-    return config_from_dict(config_class, data)
+        raise ValueError(
+            f"Invalid value for argument `config`. Expected a mapping of fields. Received: {path!r} holding "
+            f"a {type(data).__name__}"
+        )
+    try:
+        return config_from_dict(config_class, data)
+    except ValueError as error:
+        raise ValueError(f"Invalid value for argument `config` ({path!r}): {error}") from error
 
 
 def define_flags_for(config_class: type, flags_module) -> None:
     """Defines one absl flag per config field, plus `--config`.
 
-    `bool` fields are absl booleans (`--op_warmup`, `--noop_warmup`, `--op_warmup=false`); the
-    others are strings converted by the field's type. Every flag's default is None (= not passed).
+    Each flag's help is the field's line of `FIELD_HELP` followed by its type and default, e.g.
+    `--steps: Training steps ... [int or None; default: 120]`. `bool` fields are absl booleans
+    (`--op_warmup`, `--noop_warmup`, `--op_warmup=false`); the others are strings converted by
+    the field's type. Every flag's absl default is None (= not passed, the config's value holds).
     """
-    flags_module.DEFINE_string("config", None, "JSON or YAML file with config fields; flags override it.")
+    # Listed under the running program (absl's main module, `sys.argv[0]`), so that `--help` shows them.
+    module = {"module_name": sys.argv[0]}
+    flags_module.DEFINE_string(
+        "config", None, "JSON or YAML file with config fields; flags given beside it override single fields.", **module
+    )
     hints = get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        default = field.default if field.default is not dataclasses.MISSING else None
         define = flags_module.DEFINE_boolean if hints[field.name] is bool else flags_module.DEFINE_string
-        define(field.name, None, f"{field.type} (default: {default!r})")
+        define(field.name, None, field_help(config_class, field.name), **module)
+
+
+def field_help(config_class: type, name: str) -> str:
+    """The `--help` line of a config field: its `FIELD_HELP` text, type and default."""
+    hints = get_type_hints(config_class)
+    field = {field.name: field for field in dataclasses.fields(config_class)}[name]
+    default = field.default if field.default is not dataclasses.MISSING else None
+    text = None
+    for klass in config_class.__mro__:
+        text = FIELD_HELP.get(f"{klass.__name__}.{name}")
+        if text:
+            break
+    text = text or FIELD_HELP.get(name)
+    if not text:
+        raise KeyError(f"Config field {config_class.__name__}.{name} has no help text in FIELD_HELP.")
+    return f"{text} [{_type_name(hints[name])}; default: {default!r}]"
+
+
+def _type_name(annotation: Any) -> str:
+    names = [getattr(argument, "__name__", str(argument)) for argument in getattr(annotation, "__args__", ())]
+    if names:
+        return " or ".join("None" if name == "NoneType" else name for name in names)
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def config_from_flags(config_class: Type[ConfigT], flag_values) -> ConfigT:

@@ -18,8 +18,9 @@ from typing import Optional
 import search_spaces
 from tunas_keras.cost_models import get_cost_model
 from tunas_keras.cost_models.sampling import sample_architectures
+from tunas_keras.errors import user_input
 from tunas_keras.training import train as train_lib
-from tunas_keras.training.config import RunConfig, TrainConfig
+from tunas_keras.training.config import RunConfig, TrainConfig, validate_config
 from tunas_keras.training.trainer import check_config_compatible, prepare_model_dir, write_atomic
 
 
@@ -64,11 +65,13 @@ def _load_or_sample(config: RandomSearchConfig, space, target: float) -> list:
 def run_random_search(config: RandomSearchConfig, train_fn=None) -> dict:
     """Runs (or resumes) a random search; returns the summary (also written as JSON and CSV)."""
     train_fn = train_fn or train_lib.run_training
-    space = search_spaces.get_search_space(config.space)
-    target = config.target_latency or space.target_latency
-    if config.tolerance <= 0:
-        raise ValueError(f"Invalid value for argument `tolerance`. Expected > 0 ms. Received: {config.tolerance}")
-    prepare_model_dir(config.model_dir)
+    with user_input():  # everything the user gave, before anything is sampled or trained
+        validate_config(config)
+        space = search_spaces.get_search_space(config.space)
+        target = config.target_latency or space.target_latency
+        get_cost_model(config.cost_model, space)
+        prepare_model_dir(config.model_dir)
+        check_config_compatible(config.model_dir, dataclasses.asdict(config), write=False)
     check_config_compatible(config.model_dir, dataclasses.asdict(config))
     samples = _load_or_sample(config, space, target)
     rows = []
@@ -81,13 +84,26 @@ def run_random_search(config: RandomSearchConfig, train_fn=None) -> dict:
         else:
             indices = ":".join(map(str, sample["indices"]))
             result = train_fn(_train_config(config, indices, model_dir))
-        rows.append({"model": number, "indices": sample["indices"], "cost": sample["cost"], "valid_top1": result["top1"]})
+        rows.append(
+            {"model": number, "indices": sample["indices"], "cost": sample["cost"], "valid_top1": result["top1"]}
+        )
     best = max(rows, key=lambda row: row["valid_top1"])
-    summary = {"space": space.name, "target_latency": target, "tolerance": config.tolerance, "models": rows, "best": best}
+    summary = {
+        "space": space.name,
+        "target_latency": target,
+        "tolerance": config.tolerance,
+        "models": rows,
+        "best": best,
+    }
     write_atomic(os.path.join(config.model_dir, "summary.json"), json.dumps(summary, indent=2))
     write_atomic(os.path.join(config.model_dir, "summary.csv"), _csv(rows))
     architecture = space.architecture(best["indices"]).to_dict()
-    best_json = {**architecture, "cost": best["cost"], "cost_model": config.cost_model, "valid_top1": best["valid_top1"]}
+    best_json = {
+        **architecture,
+        "cost": best["cost"],
+        "cost_model": config.cost_model,
+        "valid_top1": best["valid_top1"],
+    }
     write_atomic(os.path.join(config.model_dir, "best_architecture.json"), json.dumps(best_json, indent=2))
     return summary
 
@@ -97,5 +113,7 @@ def _csv(rows: list) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["model", "cost", "valid_top1", "indices"])
     for row in rows:
-        writer.writerow([row["model"], f"{row['cost']:.4f}", f"{row['valid_top1']:.6f}", ":".join(map(str, row["indices"]))])
+        writer.writerow(
+            [row["model"], f"{row['cost']:.4f}", f"{row['valid_top1']:.6f}", ":".join(map(str, row["indices"]))]
+        )
     return buffer.getvalue()

@@ -101,7 +101,9 @@ def make_optimizer(name: str, base_learning_rate: float, batch_size: int, total_
     runs with large batches); `adam` and `sgd` (momentum 0.9) help short runs on small data.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"Invalid value for argument `optimizer`. Expected one of {sorted(OPTIMIZERS)}. Received: {name!r}")
+        raise ValueError(
+            f"Invalid value for argument `optimizer`. Expected one of {sorted(OPTIMIZERS)}. Received: {name!r}"
+        )
     peak = scaled_learning_rate(base_learning_rate, batch_size)
     schedule = WarmupCosine(peak, total_steps, int(warmup_fraction * total_steps))
     return OPTIMIZERS[name](schedule)

@@ -40,6 +40,8 @@ from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
 
 _SEED_STRIDE = 1_000_003  # keeps the per-purpose seed streams apart
+# Steps after op warmup from which a second (one-hot) step graph pays for its tracing.
+ONE_HOT_GRAPH_MIN_STEPS = 500
 # The reference's default search weight decay: 3e-5 for the MobileNetV3-like space (which it
 # trains in bfloat16), 4e-5 for the others (`mobile_architecture_search.py`).
 SEARCH_WEIGHT_DECAY = {"mobilenet_v3_like": 3e-5}
@@ -172,10 +174,15 @@ class SearchTask(Task):
         self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
         logging.info(
             "Supernet execution: %s%s (--supernet_execution=%s)",
-            self.supernet.execution, " with XLA" if self.jit_compile else "", config.supernet_execution,
+            self.supernet.execution,
+            " with XLA" if self.jit_compile else "",
+            config.supernet_execution,
         )
         self.optimizer = schedules.make_optimizer(
-            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
             config.learning_rate_warmup_fraction,
         )
         # Slots now, not in the first step: a tf.function that creates variables traces twice.
@@ -223,15 +230,20 @@ class SearchTask(Task):
         return tf.stack([tf.cast(step, tf.int64) * _SEED_STRIDE + self.config.seed, sample])
 
     def phase(self, step: int) -> str:
-        """"op_warmup" while op warmup may make op masks fractional, then "one_hot".
+        """ "op_warmup" while op warmup may make op masks fractional, then "one_hot".
 
         One step function per phase: the one-hot graph runs each kernel-size choice as one
-        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks.
+        merged convolution (`tunas_keras.layers.choice`), exact only for one-hot masks. It saves
+        ~7 % of a step but costs a second trace (tens of seconds on a CPU), so a search switches
+        to it only with at least `ONE_HOT_GRAPH_MIN_STEPS` steps left (docs/benchmarks.md).
         """
         if not self.config.op_warmup:
             return "one_hot"
-        probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
-        return "op_warmup" if float(probability) > 0.0 else "one_hot"
+        warm = float(schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)) > 0.0
+        warmup_end = schedules.warmup_steps(self.total_steps, self.config.warmup_fraction)
+        if warm or self.total_steps - warmup_end < ONE_HOT_GRAPH_MIN_STEPS:
+            return "op_warmup"
+        return "one_hot"
 
     def _split(self, tensors):
         """`[K · n, ...]` -> `[K, n, ...]` (the K micro-batches / validation groups) for each tensor of a structure."""
@@ -323,7 +335,11 @@ class SearchTask(Task):
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
         gradient_sums, stat_sums, samples = self._micro_batch_gradients(
-            self._split(train_images), self._split(train_labels), step, op_probability, filter_probability,
+            self._split(train_images),
+            self._split(train_labels),
+            step,
+            op_probability,
+            filter_probability,
             one_hot=phase == "one_hot",
         )
         # Mean over the K micro-batches; optimizers sum across replicas, hence also / replicas.
@@ -372,7 +388,9 @@ class SearchTask(Task):
         _, cost = self.most_likely()
         tf.summary.scalar("most_likely/cost", cost)
         tf.summary.scalar("most_likely/cost_ratio", cost / self.target_latency)
-        for position, (decision, probabilities) in enumerate(zip(self.space.decisions, self.controller.probabilities())):
+        for position, (decision, probabilities) in enumerate(
+            zip(self.space.decisions, self.controller.probabilities())
+        ):
             if decision.num_choices == 1:
                 continue
             values = np.asarray(probabilities)
@@ -408,5 +426,3 @@ class SearchTask(Task):
         write_atomic(os.path.join(model_dir, "search_log.json"), json.dumps(log))
         report.write_search_report(os.path.join(model_dir, "report.png"), self.space, history, probabilities, result)
         return result
-
-

@@ -17,39 +17,17 @@ import tensorflow as tf
 import tf_keras as keras
 
 import search_spaces
+from tunas_keras.export import sources
 from tunas_keras.models.standalone import build_model, kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
-from tunas_keras.training.config import TrainConfig
+from tunas_keras.training.config import SearchConfig, TrainConfig
 from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy, total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
 PROTOCOLS = {"valid": ("train", "valid"), "test": ("train_all", "test")}
 LONG_TRAINING_EPOCHS = 150
-
-
-def resolve_architecture(config: TrainConfig):
-    """The architecture named by exactly one of --architecture, --indices (+ --space), --reference."""
-    given = [name for name in ("architecture", "indices", "reference") if getattr(config, name)]
-    if len(given) != 1:
-        raise ValueError(
-            "Invalid arguments: expected exactly one of `architecture` (JSON path), `indices` (with `space`) or "
-            f"`reference`. Received: {given or 'none'}"
-        )
-    if config.architecture:
-        if not os.path.isfile(config.architecture):
-            raise FileNotFoundError(
-                f"Invalid value for argument `architecture`. Expected an architecture JSON file. "
-                f"Received: {config.architecture!r} (no such file)"
-            )
-        with open(config.architecture) as handle:
-            return Architecture.from_json(handle.read())
-    if config.indices:
-        if not config.space:
-            raise ValueError("Invalid arguments: `indices` needs `space`. Received: space=None")
-        return search_spaces.get_search_space(config.space).parse(config.indices)
-    return config.reference
 
 
 def default_dropout_rate(epochs: float, architecture) -> float:
@@ -79,17 +57,24 @@ class StandaloneTask(Task):
     def __init__(self, config: TrainConfig):
         if config.protocol not in PROTOCOLS:
             raise ValueError(
-                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. Received: {config.protocol!r}"
+                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. "
+                f"Received: {config.protocol!r}"
             )
         self.config = config
-        self.architecture = resolve_architecture(config)
+        self.architecture = sources.resolve_architecture(
+            config.architecture, config.indices, config.space, config.reference
+        )
+        if config.init_from_supernet:
+            supernet_source(self.architecture, config.init_from_supernet)
         self.data = dataset_from_config(config)
         self.train_split, self.eval_split = PROTOCOLS[config.protocol]
         examples = self.data.num_examples(self.train_split)
         self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
         self.epochs = self.total_steps * config.batch_size / examples
         self.dropout_rate = (
-            config.dropout_rate if config.dropout_rate is not None else default_dropout_rate(self.epochs, self.architecture)
+            config.dropout_rate
+            if config.dropout_rate is not None
+            else default_dropout_rate(self.epochs, self.architecture)
         )
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
@@ -105,7 +90,10 @@ class StandaloneTask(Task):
         if config.init_from_supernet:
             copy_weights_from_supernet(self.model, self.architecture, config.init_from_supernet)
         self.optimizer = schedules.make_optimizer(
-            config.optimizer, config.learning_rate, config.batch_size, self.total_steps,
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
             config.learning_rate_warmup_fraction,
         )
         schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
@@ -125,7 +113,11 @@ class StandaloneTask(Task):
     def dataset_fn(self, start_step: int):
         def make(input_context):
             dataset = self.data.make(
-                self.train_split, self.config.batch_size, training=True, seed=self.config.seed, input_context=input_context
+                self.train_split,
+                self.config.batch_size,
+                training=True,
+                seed=self.config.seed,
+                input_context=input_context,
             )
             return dataset.skip(start_step)
 
@@ -163,7 +155,9 @@ class StandaloneTask(Task):
         self.model.save_weights(os.path.join(model_dir, "model.weights.h5"))
         architecture = self.architecture
         result = {
-            "architecture": architecture.to_dict() if isinstance(architecture, Architecture) else {"reference": architecture},
+            "architecture": architecture.to_dict()
+            if isinstance(architecture, Architecture)
+            else {"reference": architecture},
             "protocol": self.config.protocol,
             "eval_split": self.eval_split,
             "steps": self.total_steps,
@@ -200,22 +194,37 @@ def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches:
         count += int(labels.shape[0])
     if count == 0:
         raise ValueError(f"Invalid evaluation: split {split!r} yielded no examples.")
-    return {"top1": totals[0] / count, "top5": totals[1] / count, "eval_loss": totals[2] / count, "eval_examples": count}
+    return {
+        "top1": totals[0] / count,
+        "top5": totals[1] / count,
+        "eval_loss": totals[2] / count,
+        "eval_examples": count,
+    }
 
 
-def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
-    """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
+def supernet_source(architecture, search_dir: str, config_class: type = SearchConfig) -> tuple:
+    """`(search config, checkpoint path)` of the search in `search_dir` that `architecture` can start
+    from; a ValueError naming `init_from_supernet` otherwise (cheap: reads config.json only).
+
+    `config_class`: the search's config dataclass (e.g. `detection.config.DetectionSearchConfig`).
+    """
     if not isinstance(architecture, Architecture):
         raise ValueError(
             "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
             f"start from supernet weights. Received a reference name: {architecture!r}"
         )
-    search_config, checkpoint_path = read_search_config(search_dir, argument="init_from_supernet")
+    search_config, checkpoint_path = read_search_config(search_dir, "init_from_supernet", config_class)
     if search_spaces.get_search_space(search_config.space).name != architecture.space:
         raise ValueError(
             f"Invalid value for argument `init_from_supernet`: the search used space {search_config.space!r}, "
             f"the architecture is of space {architecture.space!r}."
         )
+    return search_config, checkpoint_path
+
+
+def copy_weights_from_supernet(model: keras.Model, architecture, search_dir: str) -> None:
+    """Initialises `model` from the shared weights of the search in `search_dir` (child extraction)."""
+    search_config, checkpoint_path = supernet_source(architecture, search_dir)
     input_shape = tuple(model.input_shape[1:])
     supernet = load_search_supernet(search_config, checkpoint_path, int(model.output_shape[-1]), input_shape)
     child = supernet.extract_child(architecture, input_shape=input_shape)

@@ -7,19 +7,26 @@ standalone training (`StandaloneTask`).
 Checkpoints (`tf.train.CheckpointManager`) hold the step counter and everything the task lists;
 randomness is derived from the step (stateless), and the input pipeline is re-created and
 advanced to the restored step, so a resumed run continues the interrupted one exactly.
-A checkpoint is only referenced once fully written (the manager updates its index file last),
-so a run killed while saving resumes from the previous checkpoint.
+
+kill -9 safety (docs/reproducibility.md): the model dir is validated before anything is built
+or written; every file goes through `write_atomic`; history.json is written before the
+checkpoint of the same step; a checkpoint is only referenced once fully written (the manager
+updates its index file last), so a run killed while saving resumes from the previous one; the
+final writes are redone by a restart (it restores the last checkpoint and runs no step).
+`configure_determinism` makes the same command and seed give the same run on one machine.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from typing import Any, Callable, Hashable, Optional
@@ -27,10 +34,14 @@ from typing import Any, Callable, Hashable, Optional
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from absl import logging
+
+from tunas_keras.errors import UserInputError, user_input
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # Config fields that may change between an interrupted run and its resumption.
-RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy")
+TEMPORARY_PREFIX = ".tmp_"  # write_atomic's temporary files
+RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy", "deterministic")
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
@@ -57,6 +68,69 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 
+def configure_determinism(deterministic: bool = True) -> bool:
+    """Makes a run bit-reproducible across processes on one machine (same command, same seed).
+
+    The non-determinism it removes (docs/reproducibility.md): with several inter-op threads,
+    TensorFlow runs independent ops of the search step concurrently, and how they interleave
+    changes the float results of the supernet's forward and backward pass in their last bits
+    under op warmup (fractional op masks). Measured on one step repeated on the same inputs
+    (before the supernet rewrite, which no longer shows it in the same probe): 21 of 100
+    repetitions differed by default, 22 of 100 with one intra-op thread, none with one inter-op
+    thread; one-hot or filter-warmup masks never differed. Tiny differences flip a discrete
+    architecture sample and the runs diverge. So, when `deterministic`:
+
+    - one inter-op thread: independent ops run one after another (each kernel still uses all
+      cores through the intra-op pool);
+    - and, on a host with GPUs, the Trainer adds op determinism while the run lasts
+      (`gpu_op_determinism`).
+
+    Thread counts can only change before TensorFlow runs its first op (the tools call this right
+    after validating); later, a warning says that the run may not be reproducible. What may
+    still differ across machines: other CPUs (AVX2 vs AVX-512, oneDNN vs plain kernels), core
+    counts (the intra-op split of reductions), GPUs and TensorFlow versions give other floats.
+
+    Returns:
+      Whether the run is deterministic.
+    """
+    if not deterministic:
+        return False
+    reproducible = True
+    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            reproducible = False
+            logging.warning(
+                "deterministic=True, but TensorFlow already runs with several inter-op threads (it was initialised "
+                "before configure_determinism); this run may not be bit-reproducible."
+            )
+    return reproducible
+
+
+@contextlib.contextmanager
+def gpu_op_determinism(enabled: bool):
+    """Within the block, on a host with GPUs: `enable_op_determinism()` (deterministic cuDNN / cuBLAS
+    algorithms, no atomics in reductions); the previous setting comes back afterwards.
+
+    Not on CPU-only hosts: the CPU kernels gave identical results call after call (measured, see
+    docs/reproducibility.md), our tf.data pipelines are deterministic by construction, and op
+    determinism is process-wide: it makes every unseeded random op raise, also code outside the run.
+    """
+    if not enabled or not tf.config.list_physical_devices("GPU"):
+        yield
+        return
+    from tensorflow.python.framework import config as tf_config  # pylint: disable=import-outside-toplevel
+
+    enabled_before = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not enabled_before:
+            tf_config.disable_op_determinism()
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's outputs: always, except on non-chief multi-worker tasks.
 
@@ -72,18 +146,53 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def write_atomic(path: str, data) -> None:
-    """Writes `data` (str or bytes) to `path` through a temporary file and a rename."""
+    """Writes `data` (str or bytes) to `path` through a temporary file, an fsync and a rename.
+
+    A process killed at any moment leaves either the old file or the new one (and possibly a
+    `.tmp_*` file beside it), never a partial `path`. The file gets the usual permissions
+    (0666 minus the umask), not the 0600 of a temporary file.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     mode = "wb" if isinstance(data, bytes) else "w"
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
     try:
         with os.fdopen(handle, mode) as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        kill_point(f"write:{os.path.basename(path)}")
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Test hook: `TUNAS_KERAS_KILL_AT=<point>` makes the process SIGKILL itself at that point, so that
+# a test can kill a run exactly during a checkpoint save or between writing a file and renaming it
+# (tests/test_kill_resume.py). Points: "checkpoint:<step>" (while checkpoint <step> is being
+# written), "write:<file name>" (a write_atomic of that file, after the data, before the rename).
+KILL_AT_ENVIRONMENT = "TUNAS_KERAS_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """SIGKILLs this process if `TUNAS_KERAS_KILL_AT` names `name` (a no-op otherwise)."""
+    if os.environ.get(KILL_AT_ENVIRONMENT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporary_files(model_dir: str) -> None:
+    """Removes the `.tmp_*` files `write_atomic` leaves when a process is killed mid-write."""
+    for name in os.listdir(model_dir):
+        if name.startswith(TEMPORARY_PREFIX):
+            os.remove(os.path.join(model_dir, name))
 
 
 def prepare_model_dir(model_dir: str, argument: str = "model_dir") -> None:
@@ -94,27 +203,77 @@ def prepare_model_dir(model_dir: str, argument: str = "model_dir") -> None:
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        raise ValueError(
+        raise UserInputError(
             f"Invalid value for argument `{argument}`. Expected a writable directory. Received: {model_dir!r} ({error})"
         ) from error
 
 
-def check_config_compatible(model_dir: str, config: dict) -> None:
-    """Refuses to resume a run whose stored config differs (except in `RESUMABLE_FIELDS`)."""
+def check_writable_file(path: str, argument: str) -> str:
+    """Checks that `path` can be written (its directory exists and is writable, it is not a directory).
+
+    Raises:
+      ValueError: naming `argument`, before any work whose result would be lost.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a file path in an existing, writable directory. "
+            f"Received: {path!r}"
+        )
+    return path
+
+
+def check_config_compatible(model_dir: str, config: dict, write: bool = True) -> None:
+    """Refuses to resume a run whose stored config differs (except in `RESUMABLE_FIELDS`).
+
+    With `write`, stores `config` as `model_dir/config.json` (only when its content changes).
+    """
     path = os.path.join(model_dir, "config.json")
+    text = json.dumps(config, indent=2, sort_keys=True)
     if os.path.exists(path):
-        with open(path) as handle:
-            stored = json.load(handle)
+        try:
+            with open(path) as handle:
+                stored_text = handle.read()
+            stored = json.loads(stored_text)
+        except (OSError, ValueError) as error:
+            raise UserInputError(
+                f"Invalid value for argument `model_dir`: {path!r} is not readable JSON ({error}). Expected the "
+                "config.json of an earlier run, or a new --model_dir."
+            ) from error
         differing = sorted(
-            key for key in set(stored) | set(config) if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
+            key
+            for key in set(stored) | set(config)
+            if key not in RESUMABLE_FIELDS and stored.get(key) != config.get(key)
         )
         if differing:
             details = ", ".join(f"{key}: {stored.get(key)!r} -> {config.get(key)!r}" for key in differing)
-            raise ValueError(
+            raise UserInputError(
                 f"Invalid value for argument `model_dir`: {model_dir!r} holds a run with a different config "
                 f"({details}). Expected the same config to resume, or a new --model_dir."
             )
-    write_atomic(path, json.dumps(config, indent=2, sort_keys=True))
+        if stored_text == text:
+            return
+    if write:
+        write_atomic(path, text)
+
+
+def check_checkpoint_readable(path: str, argument: str = "model_dir") -> None:
+    """Reads every tensor of the checkpoint `path` (index and data, with their checksums).
+
+    Raises:
+      UserInputError: the checkpoint is truncated, corrupt or missing files (a problem of the
+        directory named by `argument`: remove the checkpoint or choose another directory).
+    """
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as error:  # noqa: BLE001 - OpError, IndexError ("Read less bytes"), ...: all mean unreadable
+        raise UserInputError(
+            f"Invalid value for argument `{argument}`: checkpoint {path!r} could not be read: it is corrupt or "
+            f"incomplete ({type(error).__name__}: {' '.join(str(error).split())[:300]}). Remove it or choose "
+            f"another --{argument}."
+        ) from error
 
 
 class Task(abc.ABC):
@@ -151,7 +310,8 @@ class Task(abc.ABC):
     jit_compile: bool = False
 
     def write_summaries(self, step: int) -> None:
-        """Extra summaries (host side), called inside the trainer's summary writer context."""
+        """Extra summaries (host side), called inside the trainer's summary writer context; none by default."""
+        del step
 
     progress_names: tuple = ("loss",)
 
@@ -176,6 +336,8 @@ class Trainer:
         for time-limited slots. `run` then returns `{"stopped_at": step}` without finalising.
       seed: seeds Python, NumPy and TF (`keras.utils.set_random_seed`) before the task builds
         its variables, so that runs with the same seed start from the same weights.
+      deterministic: op determinism on GPUs while the run lasts (`gpu_op_determinism`); the
+        thread settings are `configure_determinism`'s, made before TensorFlow runs any op.
     """
 
     def __init__(
@@ -189,9 +351,11 @@ class Trainer:
         progress_bar: bool = True,
         stop_after: Optional[int] = None,
         seed: Optional[int] = None,
+        deterministic: bool = False,
     ):
         self.task = task
         self.seed = seed
+        self.deterministic = deterministic
         self.model_dir = model_dir
         self.config = config
         self.strategy = strategy or create_strategy("auto")
@@ -200,17 +364,16 @@ class Trainer:
         self.progress_bar = progress_bar
         self.stop_after = stop_after
 
-    def _restore(self, checkpoint: tf.train.Checkpoint) -> int:
-        # Every task of a multi-worker run restores the chief's checkpoints (a shared filesystem).
-        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+    def _restore(self, checkpoint: tf.train.Checkpoint, path: Optional[str]) -> int:
         if path is None:
             return 0
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
         except Exception as error:  # noqa: BLE001 - the reader raises OpError, IndexError, AssertionError, ...: all mean "unusable"
-            raise ValueError(
+            raise UserInputError(
                 f"Checkpoint {path!r} could not be restored: it is corrupt or was written by an incompatible run "
-                f"({type(error).__name__}: {str(error)[:300]}). Remove it or choose another --model_dir."
+                f"({type(error).__name__}: {' '.join(str(error).split())[:300]}). Remove it or choose another "
+                "--model_dir."
             ) from error
         return int(checkpoint.step.numpy())
 
@@ -218,16 +381,37 @@ class Trainer:
         strategy, task = self.strategy, self.task
         # autograph=False: the steps are straight-line graphs; converting every layer's `call`
         # would only slow down tracing.
-        replica_step = tf.function(task.replica_step, jit_compile=True, autograph=False) if task.jit_compile else task.replica_step
+        replica_step = (
+            tf.function(task.replica_step, jit_compile=True, autograph=False) if task.jit_compile else task.replica_step
+        )
 
         @functools.partial(tf.function, autograph=False)
         def train_step(inputs, phase):
             per_replica = strategy.run(replica_step, args=(inputs, step, phase))
-            reduced = {key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for key, value in per_replica.items()}
+            reduced = {
+                key: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for key, value in per_replica.items()
+            }
             step.assign_add(1)
             return reduced
 
         return train_step
+
+    def validate(self, output_dir: Optional[str] = None) -> Optional[str]:
+        """Checks the output dir before anything is built: writable, the same config as a run it
+        holds, a readable latest checkpoint. Writes nothing. Returns that checkpoint's path.
+
+        `output_dir`: where this process writes (default `model_dir`; a scratch directory on the
+        non-chief tasks of a multi-worker run, which restore the chief's checkpoints).
+        """
+        with user_input():
+            prepare_model_dir(output_dir or self.model_dir)
+            check_config_compatible(output_dir or self.model_dir, self.config, write=False)
+            # Every task of a multi-worker run restores the chief's checkpoints (a shared filesystem).
+            latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+            if latest is not None:
+                check_checkpoint_readable(latest)
+        return latest
 
     def run(self) -> dict:
         """Trains to the end (resuming if a checkpoint exists); returns the task's results.
@@ -245,34 +429,50 @@ class Trainer:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _run(self, output_dir: str) -> dict:
-        prepare_model_dir(output_dir)
+        latest = self.validate(output_dir)
         check_config_compatible(output_dir, self.config)
-        if self.seed is not None:
-            # The same initial weights in every process: a resumed run then continues exactly
-            # the run an uninterrupted one would have made (they differed from step 1 before).
-            keras.utils.set_random_seed(self.seed)
-        with self.strategy.scope():
-            self.task.build(self.strategy)
-            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
-        start = self._restore(checkpoint)
+        remove_stale_temporary_files(output_dir)
+        with gpu_op_determinism(self.deterministic):
+            if self.seed is not None:
+                # The same initial weights in every process: a resumed run then continues exactly
+                # the run an uninterrupted one would have made (they differed from step 1 before).
+                keras.utils.set_random_seed(self.seed)
+            with self.strategy.scope():
+                self.task.build(self.strategy)
+                step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+                checkpoint = tf.train.Checkpoint(step=step, **self.task.checkpoint_items())
+            manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
+            start = self._restore(checkpoint, latest)
+            started = time.time()
+            last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
+            self._train(output_dir, step, manager, start, last)
+            if last < self.task.total_steps:
+                return {"stopped_at": last}
+            results = self.task.finalize(output_dir, self._load_history(output_dir, self.task.total_steps))
+        results["wall_time_s"] = time.time() - started
+        results["resumed_from_step"] = start
+        return results
+
+    def _train(self, output_dir: str, step: tf.Variable, manager, start: int, last: int) -> None:
+        """Steps `start + 1 .. last` with summaries, progress and checkpoints.
+
+        Kill -9 safety: history.json (entries up to step N) is written before checkpoint N, and a
+        resumed run keeps only the entries up to its checkpoint, so the history never has a gap.
+        """
         history = self._load_history(output_dir, start)
         dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
         writer = tf.summary.create_file_writer(os.path.join(output_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
-        show = self.progress_bar and output_dir == self.model_dir
         progress = None
-        if show:
+        if self.progress_bar and output_dir == self.model_dir:
             progress = keras.utils.Progbar(self.task.total_steps, stateful_metrics=self.task.progress_names)
         if progress is not None and start:
             progress.update(start)
-        started = time.time()
-        last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
         for current in range(start + 1, last + 1):
-            metrics = {key: float(value) for key, value in train_step(next(iterator), self.task.phase(current - 1)).items()}
+            outputs = train_step(next(iterator), self.task.phase(current - 1))
+            metrics = {key: float(value) for key, value in outputs.items()}
             self._check_finite(metrics, current)
             if current % self.summary_every == 0 or current == self.task.total_steps:
                 history.append({"step": current, **metrics})
@@ -281,19 +481,22 @@ class Trainer:
                         tf.summary.scalar(key, value)
                     self.task.write_summaries(current)
             if progress is not None:
-                progress.update(current, values=self.task.progress_values(metrics), finalize=False)
+                progress.update(current, values=self.task.progress_values(metrics), finalize=current == last)
             if current % self.checkpoint_every == 0 or current == last:
-                manager.save(checkpoint_number=current)
+                writer.flush()
                 self._save_history(output_dir, history)
+                self._save_checkpoint(manager, current)
         writer.flush()
-        if last < self.task.total_steps:
-            return {"stopped_at": last}
-        if progress is not None:
-            progress.update(self.task.total_steps, finalize=True)
-        results = self.task.finalize(output_dir, history)
-        results["wall_time_s"] = time.time() - started
-        results["resumed_from_step"] = start
-        return results
+
+    @staticmethod
+    def _save_checkpoint(manager: tf.train.CheckpointManager, current: int) -> None:
+        options = None
+        point = f"checkpoint:{current}"
+        if os.environ.get(KILL_AT_ENVIRONMENT) == point:
+            # Test hook: die after the checkpoint's files are written, before the manager's index
+            # file names it (the callbacks run first), i.e. in the middle of a checkpoint save.
+            options = tf.train.CheckpointOptions(experimental_write_callbacks=[lambda _: kill_point(point)])
+        manager.save(checkpoint_number=current, options=options)
 
     @staticmethod
     def _check_finite(metrics: dict, current: int) -> None:
@@ -305,16 +508,35 @@ class Trainer:
             )
 
     @staticmethod
-    def _load_history(output_dir: str, start: int) -> list:
+    def _load_history(output_dir: str, up_to: int) -> list:
+        """The entries of history.json up to step `up_to` (a run resumed at `up_to` continues it)."""
         path = os.path.join(output_dir, "history.json")
-        if start == 0 or not os.path.exists(path):
+        if up_to == 0 or not os.path.exists(path):
             return []
         with open(path) as handle:
-            return [entry for entry in json.load(handle) if entry["step"] <= start]
+            return [entry for entry in json.load(handle) if entry["step"] <= up_to]
 
     @staticmethod
     def _save_history(output_dir: str, history: list) -> None:
         write_atomic(os.path.join(output_dir, "history.json"), json.dumps(history, default=_to_json_number))
+
+
+def prepare_task(task_class: Callable[[Any], Task], config) -> Task:
+    """Validates the whole run config and creates the task; builds nothing and reads no data.
+
+    Then configures determinism (`config.deterministic`) before TensorFlow runs any op.
+
+    Raises:
+      UserInputError: a field is out of range or names something unknown (space, reward, cost
+        model, dataset, optimizer, strategy, architecture, ...).
+    """
+    from tunas_keras.training.config import validate_config  # pylint: disable=import-outside-toplevel
+
+    with user_input():
+        validate_config(config)
+        task = task_class(config)
+    configure_determinism(config.deterministic)  # creating the task ran no op, so threads can be set
+    return task
 
 
 def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None) -> dict:
@@ -329,6 +551,7 @@ def run_task(task: Task, config, strategy=None, stop_after: Optional[int] = None
         progress_bar=config.progress_bar,
         stop_after=stop_after,
         seed=config.seed,
+        deterministic=getattr(config, "deterministic", False),
     )
     return trainer.run()
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 from detection.config import DetectionSearchConfig, DetectionTrainConfig
 from detection.cost import DetectionCostModel, mobilenet_v3_large_ssdlite_cost
 from detection.datasets import get_detection_dataset
-from detection.evaluation import evaluate_detection
+from detection.evaluation import DetectionEvaluator
 from detection.losses import LossConfig, detection_loss
 from detection.model import PostprocessConfig, build_detector
 from detection.supernet import build_detection_supernet
@@ -103,6 +103,7 @@ class DetectionTask(Task):
         examples = self.data.num_examples(self.train_split)
         self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
         self.evaluations = []
+        self.evaluator = None
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
         config = self.config
@@ -151,16 +152,18 @@ class DetectionTask(Task):
         return metrics
 
     def evaluate(self) -> dict:
-        """COCO metrics of the current weights on the evaluation split."""
-        config = self.config
-        return evaluate_detection(
-            lambda images: self.model(images, training=False),
-            self.data,
-            self.eval_split,
-            config.eval_batch_size,
-            config.eval_batches,
-            postprocess_config(config),
-        )
+        """COCO metrics of the current weights on the evaluation split (decoding traced once)."""
+        if self.evaluator is None:
+            config = self.config
+            self.evaluator = DetectionEvaluator(
+                lambda images: self.model(images, training=False),
+                self.data,
+                self.eval_split,
+                config.eval_batch_size,
+                config.eval_batches,
+                postprocess_config(config),
+            )
+        return self.evaluator.evaluate()
 
     def write_summaries(self, step: int) -> None:
         every = self.config.eval_every

@@ -26,6 +26,8 @@ resumed run sees the same augmentation as an uninterrupted one (the trainer's co
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from official.vision.ops import anchor as anchor_ops
@@ -124,8 +126,15 @@ class DetectionDataset(ImageDataset):
         self.category_ids = tuple(int(value) for value in category_ids)
         self.max_instances = int(max_instances)
         self.anchor_config = anchor_config
-        self.anchor_boxes = multilevel_anchor_boxes(image_size, anchor_config)
         self.labeler = anchor_ops.AnchorLabeler(MATCH_THRESHOLD, UNMATCHED_THRESHOLD, list(BOX_CODER_WEIGHTS))
+
+    @functools.cached_property
+    def anchor_boxes(self) -> dict:
+        """The anchors of the targets (made at first use: creating a dataset runs no TensorFlow op, so
+        the tools can still set TensorFlow's threads after validating). Eager constants, also when the
+        first use is inside a traced function (the pipeline's map)."""
+        with tf.init_scope():
+            return multilevel_anchor_boxes(self.image_size, self.anchor_config)
 
     def _standardize(self, example) -> dict:
         """`{"image": uint8 [h, w, 3], "boxes": [n, 4] normalised, "classes": int32 [n] in 1 … num_classes,

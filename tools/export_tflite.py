@@ -78,7 +78,7 @@ def main(argv):
                 FLAGS.qat_steps,
             )
     result = detection_cli.export(FLAGS, plan, FLAGS.output) if detection else _export_classifier(architecture)
-    parity = {key: value for key, value in result.parity.items() if key != "ops"}
+    parity = {key: value for key, value in result.parity.items() if key not in ("ops", "architecture")}
     print(json.dumps(parity, indent=2))
     print(f"Wrote {result.model_path} ({result.size_bytes / 1e6:.2f} MB) and {result.parity_path}")
 

@@ -32,6 +32,7 @@ _EXPORTS = {
     "detection_loss": "detection.losses",
     "get_detection_dataset": "detection.datasets",
     "evaluate_detection": "detection.evaluation",
+    "DetectionEvaluator": "detection.evaluation",
     "DetectionCostModel": "detection.cost",
     "mobilenet_v3_large_ssdlite_cost": "detection.cost",
     "export_detector": "detection.export",

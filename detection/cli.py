@@ -1,41 +1,28 @@
-"""What `tools/*.py --task=detection` run: config from the flags, the library call, the summary lines.
+"""What `tools/*.py --task=detection` need beyond the flow they share with classification.
 
-Each tool keeps its classification path and dispatches here when `--task=detection`, so the
-tools stay thin and the detection logic lives in this package.
+`tools/train.py` and `tools/search.py` run either task the same way (config from the flags,
+validation, the library call; `detection.tasks` for detection); here are the detection training
+summary and the export path of `tools/export_tflite.py` / `tools/benchmark_latency.py`
+(`check_export` before anything is built, then `export`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any, Optional
 
-from detection import tasks
-from detection.config import DetectionSearchConfig, DetectionTrainConfig
+from detection.config import DetectionTrainConfig
 from detection.datasets import get_detection_dataset
 from detection.export import check_quantization, export_detector
 from detection.model import build_detector
-from tunas_keras import errors
 from tunas_keras.export import sources, tflite
-from tunas_keras.training import config as config_lib
-from tunas_keras.training.trainer import create_strategy, is_chief
 
 DEFAULT_IMAGE_SIZE = 320
 
 
-def train(flag_values) -> int:
-    """`tools/train.py --task=detection`."""
-    with errors.user_input():
-        config = config_lib.config_from_flags(DetectionTrainConfig, flag_values)
-    task = tasks.prepare_detection_training(config)
-    print(f"SSDLite training: dataset={config.dataset} image_size={config.image_size} model_dir={config.model_dir}")
-    try:
-        result = tasks.run_detection_training(config, task=task)
-    except FloatingPointError as error:
-        print(f"Training stopped: {error}", file=sys.stderr)
-        return 1
-    print()
+def print_training_result(config: DetectionTrainConfig, result: dict) -> None:
+    """The summary lines of `tools/train.py --task=detection`: COCO metrics, weights, the export command."""
     print(
         f"{result['eval_split']} ({result['eval_images']} images): COCO AP {100 * result['AP']:.1f}  "
         f"AP50 {100 * result['AP50']:.1f}  AP75 {100 * result['AP75']:.1f}  ({result['steps']} steps, "
@@ -47,7 +34,6 @@ def train(flag_values) -> int:
         f"  python tools/export_tflite.py --task=detection {_source_flags(config)} --weights={weights} "
         f"--dataset={config.dataset} --image_size={config.image_size} --output={config.model_dir}/ssdlite.tflite"
     )
-    return 0
 
 
 def _source_flags(config) -> str:
@@ -56,38 +42,6 @@ def _source_flags(config) -> str:
     if config.indices:
         return f"--indices={config.indices} --space={config.space}"
     return f"--reference={config.reference}"
-
-
-def search(flag_values) -> int:
-    """`tools/search.py --task=detection`."""
-    with errors.user_input():
-        config = config_lib.config_from_flags(DetectionSearchConfig, flag_values)
-    # Validates and creates the task without initialising TensorFlow: multi-worker and TPU
-    # strategies must exist before it is.
-    task = tasks.prepare_detection_search(config)
-    strategy = create_strategy(config.strategy)
-    print(f"TuNAS detection search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
-    print("Building the detection supernet and tracing its training step (minutes on a CPU) ...", flush=True)
-    try:
-        result = tasks.run_detection_search(config, strategy=strategy, task=task)
-    except FloatingPointError as error:
-        print(f"Search stopped: {error}", file=sys.stderr)
-        return 1
-    if not is_chief(strategy):
-        print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
-        return 0
-    path = os.path.join(config.model_dir, "architecture.json")
-    print()
-    print(f"Final architecture ({result['space']}): {':'.join(map(str, result['indices']))}")
-    print(
-        f"Cost ({result['cost_model']}): {result['cost']:.1f} ms vs target {result['target_latency']:.1f} ms "
-        f"({100 * (result['cost'] / result['target_latency'] - 1):+.1f} %)"
-    )
-    print(f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (architecture.json, report.png)")
-    print("Next steps:")
-    same = f"--dataset={config.dataset} --image_size={config.image_size}"
-    print(f"  python tools/train.py --task=detection --architecture={path} {same}")
-    return 0
 
 
 @dataclasses.dataclass(frozen=True)

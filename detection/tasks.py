@@ -31,13 +31,11 @@ from detection.evaluation import DetectionEvaluator
 from detection.losses import LossConfig, detection_loss
 from detection.model import PostprocessConfig, build_detector
 from detection.supernet import build_detection_supernet
-from tunas_keras.export import sources
 from tunas_keras.models.standalone import kernel_weights
 from tunas_keras.schema import Architecture
-from tunas_keras.training import schedules
-from tunas_keras.training.search_task import SearchTask, total_steps_for
-from tunas_keras.training.standalone_task import PROTOCOLS, supernet_source
-from tunas_keras.training.trainer import Task, prepare_task, run_task, write_atomic
+from tunas_keras.training.search_task import SearchTask
+from tunas_keras.training.standalone_task import SingleModelTask, supernet_source
+from tunas_keras.training.trainer import prepare_task, run_task, write_atomic
 
 RESULT_FILE = "detection_result.json"
 LOSS_NAMES = ("detection_loss", "class_loss", "box_loss")
@@ -80,30 +78,21 @@ def detector_kernel_l2(model) -> tf.Tensor:
     return tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernel_weights(model)])
 
 
-class DetectionTask(Task):
+class DetectionTask(SingleModelTask):
     """Trains and evaluates one standalone SSDLite detector (see the module docstring)."""
 
     progress_names = ("loss", "class_loss", "box_loss")
+    search_config_class = DetectionSearchConfig
 
     def __init__(self, config: DetectionTrainConfig, data=None):
         """`data`: a `DetectionDataset` to use instead of the one `config` names."""
-        if config.protocol not in PROTOCOLS:
-            raise ValueError(
-                f"Invalid value for argument `protocol`. Expected one of {sorted(PROTOCOLS)}. "
-                f"Received: {config.protocol!r}"
-            )
-        self.config = config
-        self.architecture = sources.resolve_architecture(
-            config.architecture, config.indices, config.space, config.reference
-        )
-        if config.init_from_supernet:
-            supernet_source(self.architecture, config.init_from_supernet, DetectionSearchConfig)
-        self.data = data or detection_data_from_config(config)
-        self.train_split, self.eval_split = PROTOCOLS[config.protocol]
-        examples = self.data.num_examples(self.train_split)
-        self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
+        self._given_data = data
+        super().__init__(config)
         self.evaluations = []
         self.evaluator = None
+
+    def _make_data(self):
+        return self._given_data or detection_data_from_config(self.config)
 
     def build(self, strategy: tf.distribute.Strategy) -> None:
         config = self.config
@@ -114,31 +103,10 @@ class DetectionTask(Task):
         )
         if config.init_from_supernet:
             self.model.set_weights(searched_detector(config.init_from_supernet, self.architecture, shape).get_weights())
-        self.optimizer = schedules.make_optimizer(
-            config.optimizer,
-            config.learning_rate,
-            config.batch_size,
-            self.total_steps,
-            config.learning_rate_warmup_fraction,
-        )
-        # Slots now, not in the first step: a tf.function that creates variables traces twice.
-        schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
+        self._build_optimizer(self.model.trainable_variables)
 
     def checkpoint_items(self) -> dict:
         return {"model": self.model, "optimizer": self.optimizer}
-
-    def dataset_fn(self, start_step: int):
-        def make(input_context):
-            dataset = self.data.make(
-                self.train_split,
-                self.config.batch_size,
-                training=True,
-                seed=self.config.seed,
-                input_context=input_context,
-            )
-            return dataset.skip(start_step)
-
-        return make
 
     def replica_step(self, inputs, step, phase=None) -> dict:
         images, labels = inputs
@@ -293,3 +261,8 @@ def run_detection_search(config: DetectionSearchConfig, strategy=None, stop_afte
     `task`: the result of `prepare_detection_search(config)` if the caller already validated.
     """
     return run_task(task or prepare_detection_search(config), config, strategy, stop_after)
+
+
+# `(config class, prepare, run)` of `tools/train.py --task=detection` and `tools/search.py --task=detection`.
+TRAINING = (DetectionTrainConfig, prepare_detection_training, run_detection_training)
+SEARCH = (DetectionSearchConfig, prepare_detection_search, run_detection_search)

@@ -32,22 +32,30 @@ detection_config.define_detection_flags(flags, config_lib.SearchConfig, detectio
 FLAGS = flags.FLAGS
 
 
+def _task_functions():
+    """`(config class, prepare, run)` of `--task` (detection: SSDLite backbone search, detection/tasks.py)."""
+    if FLAGS.task == "detection":
+        from detection import tasks as detection_tasks  # pylint: disable=import-outside-toplevel
+
+        return detection_tasks.SEARCH
+    return config_lib.SearchConfig, search_lib.prepare_search, search_lib.run_search
+
+
 def main(argv):
     del argv
-    if FLAGS.task == "detection":  # SSDLite backbone search, mobilenet_v3_like by default (detection/cli.py)
-        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
-
-        return detection_cli.search(FLAGS)
+    detection = FLAGS.task == "detection"
+    config_class, prepare, run = _task_functions()
     with errors.user_input():
-        config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
+        config = config_lib.config_from_flags(config_class, FLAGS)
     # Validates the whole config and sets the thread count; neither initialises TensorFlow, so
     # multi-worker and TPU strategies can still be created next (they must exist before it is).
-    task = search_lib.prepare_search(config)
+    task = prepare(config)
     strategy = create_strategy(config.strategy)
-    print(f"TuNAS search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
+    kind = "detection search (SSDLite head)" if detection else "search"
+    print(f"TuNAS {kind}: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
     print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
     try:
-        result = search_lib.run_search(config, strategy=strategy, task=task)
+        result = run(config, strategy=strategy, task=task)
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
@@ -65,8 +73,10 @@ def main(argv):
     print("Next steps:")
     same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
     zero_init = " --zero_init_residual" if config.zero_init_residual else ""
-    print(f"  python tools/train.py --architecture={architecture_path} {same_data}{zero_init}")
-    print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
+    task_flag = "--task=detection " if detection else ""
+    print(f"  python tools/train.py {task_flag}--architecture={architecture_path} {same_data}{zero_init}")
+    if not detection:  # a detector is exported after training (tools/train.py prints the command)
+        print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
     return 0
 
 

@@ -25,21 +25,32 @@ detection_config.define_detection_flags(flags, config_lib.TrainConfig, detection
 FLAGS = flags.FLAGS
 
 
+def _task_functions():
+    """`(config class, prepare, run)` of `--task` (detection: SSDLite training + COCO mAP, detection/tasks.py)."""
+    if FLAGS.task == "detection":
+        from detection import tasks as detection_tasks  # pylint: disable=import-outside-toplevel
+
+        return detection_tasks.TRAINING
+    return config_lib.TrainConfig, train_lib.prepare_training, train_lib.run_training
+
+
 def main(argv):
     del argv
-    if FLAGS.task == "detection":  # SSDLite training + COCO mAP (detection/cli.py)
-        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
-
-        return detection_cli.train(FLAGS)
+    config_class, prepare, run = _task_functions()
     with errors.user_input():
-        config = config_lib.config_from_flags(config_lib.TrainConfig, FLAGS)
-    task = train_lib.prepare_training(config)
+        config = config_lib.config_from_flags(config_class, FLAGS)
+    task = prepare(config)
     try:
-        result = train_lib.run_training(config, task=task)
+        result = run(config, task=task)
     except FloatingPointError as error:
         print(f"Training stopped: {error}", file=sys.stderr)
         return 1
     print()
+    if FLAGS.task == "detection":
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
+
+        detection_cli.print_training_result(config, result)
+        return 0
     print(
         f"{result['eval_split']}: top-1 {100 * result['top1']:.2f} %  top-5 {100 * result['top5']:.2f} %  "
         f"({result['eval_examples']} examples, {result['steps']} steps, {result['epochs']:.1f} epochs)"

@@ -56,6 +56,8 @@ def test_short_search_writes_architecture_and_moves_only_after_rl_delay(tmp_path
     log = json.load(open(tmp_path / "search" / "search_log.json"))
     assert len(log["final_probabilities"]) == space.num_decisions
     assert (tmp_path / "search" / "report.png").stat().st_size > 10_000
+    report_html = (tmp_path / "search" / "report.html").read_text()
+    assert report_html.count("data:image/png;base64,") == 4 and report_html.rstrip().endswith("</html>")
     assert os.listdir(tmp_path / "search" / "summaries")
 
 

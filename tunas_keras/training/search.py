@@ -12,9 +12,13 @@ from tunas_keras.training.trainer import prepare_task, run_task
 # The standalone recipe printed after a search on the embedded data: trains a found `proxyless`
 # architecture near T0 to >= 0.8 valid top-1 in a few CPU minutes (docs/benchmarks.md, "The
 # printed next steps"). Other datasets get the reference recipe (`TrainConfig`'s defaults).
-EMBEDDED_TRAIN_RECIPE = (
-    "--batch_size=32 --optimizer=adam --learning_rate=0.016 --learning_rate_warmup_fraction=0.1 --steps=600"
-)
+EMBEDDED_TRAIN_RECIPE = {
+    "batch_size": 32,
+    "optimizer": "adam",
+    "learning_rate": 0.016,
+    "learning_rate_warmup_fraction": 0.1,
+    "steps": 600,
+}
 PARITY_IMAGES = 256
 
 
@@ -29,6 +33,12 @@ def run_search(config: SearchConfig, strategy=None, stop_after=None, task: Optio
     `task`: the result of `prepare_search(config)` if the caller already validated.
     """
     return run_task(task or prepare_search(config), config, strategy, stop_after)
+
+
+def train_recipe(config: SearchConfig) -> dict:
+    """TrainConfig fields of the standalone recipe for a search's data: `EMBEDDED_TRAIN_RECIPE` on
+    the embedded data, {} (the reference recipe, `TrainConfig`'s defaults) otherwise."""
+    return dict(EMBEDDED_TRAIN_RECIPE) if config.dataset == "embedded" else {}
 
 
 def next_step_commands(config: SearchConfig, num_classes: int) -> list:
@@ -47,7 +57,7 @@ def next_step_commands(config: SearchConfig, num_classes: int) -> list:
     data = f"--dataset={config.dataset} --image_size={config.image_size}"
     if config.data_dir:
         data += f" --data_dir={config.data_dir}"
-    recipe = f" {EMBEDDED_TRAIN_RECIPE}" if config.dataset == "embedded" else ""
+    recipe = "".join(f" --{name}={value}" for name, value in train_recipe(config).items())
     zero_init = " --zero_init_residual" if config.zero_init_residual else ""
     return [
         f"python tools/train.py --architecture={architecture} {data}{zero_init}{recipe} --model_dir={train_dir}",

@@ -193,7 +193,7 @@ def _run_searches(plan: ComparisonPlan) -> list:
             run_search(dataclasses.replace(plan.search, seed=plan.search.seed + number, model_dir=search_dir))
         found = _read_json(path)
         train_dir = os.path.join(plan.output_dir, "searched", f"seed_{plan.search.seed + number}")
-        scores = _train_and_test(_train_config(plan, train_dir, architecture=path, seed=plan.train.seed + number))
+        scores = _train_and_test(_train_config(plan, train_dir, architecture=path))
         rows.append({"run": train_dir, "indices": found["indices"], "cost": found["cost"], **scores})
     return rows
 

@@ -58,6 +58,14 @@ def _validate() -> None:
     prepare_model_dir(FLAGS.output, argument="output")
 
 
+def _load(config_class, argument: str):
+    """A config file named by flag `argument`; its errors name that flag."""
+    try:
+        return config_lib.load_config_file(config_class, FLAGS[argument].value)
+    except ValueError as error:
+        raise ValueError(str(error).replace("argument `config`", f"argument `{argument}`", 1)) from error
+
+
 def _plan() -> compare_lib.ComparisonPlan:
     """The validated plan of a --num_searches / --num_random run (nothing heavy is built)."""
     from tunas_keras.training.search import prepare_search, train_recipe  # pylint: disable=import-outside-toplevel
@@ -69,9 +77,9 @@ def _plan() -> compare_lib.ComparisonPlan:
         )
     search = config_lib.SearchConfig()
     if FLAGS.search_config:
-        search = config_lib.load_config_file(config_lib.SearchConfig, FLAGS.search_config)
+        search = _load(config_lib.SearchConfig, "search_config")
     if FLAGS.train_config:
-        train = config_lib.load_config_file(config_lib.TrainConfig, FLAGS.train_config)
+        train = _load(config_lib.TrainConfig, "train_config")
     else:
         train = config_lib.config_from_dict(config_lib.TrainConfig, {**train_recipe(search), "progress_bar": False})
     prepare_search(search)  # every search field, the space, cost model and dataset

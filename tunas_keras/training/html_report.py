@@ -148,9 +148,9 @@ def _pyplot():
     return pyplot
 
 
-def _png(figure) -> bytes:
+def _png(figure, dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     _pyplot().close(figure)
     return buffer.getvalue()
 
@@ -197,7 +197,7 @@ def architecture_figure(rows: list, title: str) -> bytes:
             axis.text(x, -0.62, "SE", ha="center", fontsize=7, color="tab:red", weight="bold")
     axis.set(xlim=(-0.6, len(rows) - 0.4), ylim=(-0.7, 1.4), title=title)
     axis.axis("off")
-    return _png(figure)
+    return _png(figure, dpi=110)
 
 
 def training_figure(history: list, result: dict) -> bytes:

@@ -3,9 +3,9 @@ r"""Runs a TuNAS search (weight-sharing supernet + REINFORCE controller) and wri
 With no flags: the embedded offline dataset, the `proxyless` space, T0 = 84 ms of the simulated
 Pixel-1 model, 800 steps of batch 64 at 64 px with 4 architectures per step (about 6-7 minutes
 on an idle 2-core CPU). It ends with the architecture as a table, its cost against T0, the
-report (report.html, report.png) and the train -> export -> latency commands for it. The paper's ImageNet run is one config file away
-(configs/imagenet_<space>.yaml: batch 4096, 90 epochs, 224 px, RMSProp, RL lr 3e-4, 32
-architectures per step):
+report (report.html, report.png) and the train -> export -> latency commands for it. The
+paper's ImageNet run is one config file away (configs/imagenet_<space>.yaml: batch 4096, 90
+epochs, 224 px, RMSProp, RL lr 3e-4, 32 architectures per step):
 
     python tools/search.py --config=configs/imagenet_proxyless.yaml --strategy=mirrored --model_dir=runs/imagenet
 

@@ -75,17 +75,43 @@ def comparison_table(searched: list, random_points: list, random_best: list) -> 
     return "\n".join(lines)
 
 
-def write_plot(path: str, searched: list, random_points: list, random_best: list, target: float = None) -> None:
-    """Accuracy vs cost: random architectures as points, searched ones marked (atomic PNG)."""
+def _pyplot():
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
 
-    figure, axis = pyplot.subplots(figsize=(7, 5))
+    return pyplot
+
+
+def _save_png(pyplot, figure, path: str) -> None:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    pyplot.close(figure)
+    write_atomic(path, buffer.getvalue())
+
+
+def _scatter_methods(axis, searched: list, random_points: list, key: str, target=None) -> None:
+    """Random architectures as points, searched ones as stars, T0 as a dashed line (accuracy `key`)."""
+    axis.scatter([p["cost"] for p in random_points], [p[key] for p in random_points], s=18, alpha=0.6, label="random")
     axis.scatter(
-        [p["cost"] for p in random_points], [p["top1"] for p in random_points], s=18, alpha=0.6, label="random"
+        [p["cost"] for p in searched],
+        [p[key] for p in searched],
+        s=120,
+        marker="*",
+        color="tab:red",
+        label="TuNAS search",
     )
+    if target is not None:
+        axis.axvline(target, color="k", ls="--", lw=1, label="target T0")
+
+
+def write_plot(path: str, searched: list, random_points: list, random_best: list, target: float = None) -> None:
+    """Accuracy vs cost: random architectures as points, searched ones marked (atomic PNG)."""
+    pyplot = _pyplot()
+    figure, axis = pyplot.subplots(figsize=(7, 5))
+    _scatter_methods(axis, searched, random_points, "top1", target)
     axis.scatter(
         [p["cost"] for p in random_best],
         [p["top1"] for p in random_best],
@@ -95,23 +121,9 @@ def write_plot(path: str, searched: list, random_points: list, random_best: list
         edgecolors="tab:blue",
         label="random search best",
     )
-    axis.scatter(
-        [p["cost"] for p in searched],
-        [p["top1"] for p in searched],
-        s=120,
-        marker="*",
-        color="tab:red",
-        label="TuNAS search",
-    )
-    if target is not None:
-        axis.axvline(target, color="k", ls="--", lw=1, label="target T0")
     axis.set(xlabel="simulated latency (ms)", ylabel="validation top-1", title="Search vs random search")
     axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    pyplot.close(figure)
-    write_atomic(path, buffer.getvalue())
+    _save_png(pyplot, figure, path)
 
 
 def compare(train_dirs: list, random_dirs: list, output_dir: str, cost_model: str = "pixel1", target=None) -> str:
@@ -267,22 +279,9 @@ def comparison_report(searched: list, random_rows: list, curve: list, target: fl
 def write_comparison_plot(path: str, searched: list, random_rows: list, curve: list, target: float) -> None:
     """Left: test top-1 vs cost (random points, searched stars); right: expected best-of-N random
     search against the searched architectures' mean ± standard error (atomic PNG)."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-
+    pyplot = _pyplot()
     figure, (scatter_axis, curve_axis) = pyplot.subplots(1, 2, figsize=(12, 4.6))
-    scatter_axis.scatter([r["cost"] for r in random_rows], [r["test_top1"] for r in random_rows], s=22, label="random")
-    scatter_axis.scatter(
-        [r["cost"] for r in searched],
-        [r["test_top1"] for r in searched],
-        s=140,
-        marker="*",
-        color="tab:red",
-        label="TuNAS search",
-    )
-    scatter_axis.axvline(target, color="k", ls="--", lw=1, label="T0")
+    _scatter_methods(scatter_axis, searched, random_rows, "test_top1", target)
     scatter_axis.set(xlabel="cost (simulated latency, ms)", ylabel="test top-1", title="accuracy vs cost")
     scatter_axis.legend()
     if curve:
@@ -296,11 +295,7 @@ def write_comparison_plot(path: str, searched: list, random_rows: list, curve: l
         curve_axis.axhspan(values.mean() - error, values.mean() + error, color="tab:red", alpha=0.15)
     curve_axis.set(xlabel="N (random models trained)", ylabel="expected test top-1", title="best-of-N random search")
     curve_axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    pyplot.close(figure)
-    write_atomic(path, buffer.getvalue())
+    _save_png(pyplot, figure, path)
 
 
 def run_comparison(plan: ComparisonPlan) -> dict:

@@ -54,6 +54,8 @@ def _check_search_outputs(model_dir, result, space_name):
     log = json.load(open(model_dir / "search_log.json"))
     assert len(log["final_probabilities"]) == space.num_decisions
     assert (model_dir / "report.png").stat().st_size > 10_000
+    report_html = (model_dir / "report.html").read_text()
+    assert report_html.count("data:image/png;base64,") == 4 and report_html.rstrip().endswith("</html>")
     assert os.listdir(model_dir / "summaries")
 
 
@@ -118,3 +120,32 @@ def test_search_errors(tmp_path):
         run_search(_config(tmp_path, model_dir=str(blocker / "sub")))
     with pytest.raises(ValueError, match=r"beta"):
         run_search(_config(tmp_path, beta=0.5))
+
+
+def test_printed_next_steps_chain_through_their_files():
+
+    from tunas_keras.training.config import TrainConfig, config_from_dict
+    from tunas_keras.training.search import next_step_commands
+
+    config = SearchConfig(image_size=48, zero_init_residual=True, model_dir="runs/s")
+    train, export, latency = next_step_commands(config, num_classes=10)
+    flags_of = lambda command: dict(part[2:].split("=", 1) for part in command.split()[2:] if "=" in part)  # noqa: E731
+    train_flags, export_flags, latency_flags = flags_of(train), flags_of(export), flags_of(latency)
+    assert train.startswith("python tools/train.py ") and "--zero_init_residual" in train.split()
+    recipe = config_from_dict(TrainConfig, {k: v for k, v in train_flags.items() if k not in ("architecture",)})
+    assert (recipe.dataset, recipe.image_size, recipe.optimizer, recipe.model_dir) == (
+        "embedded",
+        48,
+        "adam",
+        "runs/s/standalone",
+    )
+    assert train_flags["architecture"] == export_flags["architecture"] == "runs/s/architecture.json"
+    assert export_flags["weights"] == os.path.join(recipe.model_dir, "model.weights.h5")  # the trained weights
+    assert (export_flags["num_classes"], export_flags["image_size"], export_flags["quantization"]) == (
+        "10",
+        "48",
+        "int8",
+    )
+    assert latency_flags["model"] == export_flags["output"]
+    other = next_step_commands(SearchConfig(dataset="cifar10", model_dir="runs/c"), num_classes=10)
+    assert "--optimizer" not in other[0]  # another dataset: the reference recipe (TrainConfig's defaults)

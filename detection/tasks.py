@@ -263,6 +263,29 @@ def run_detection_search(config: DetectionSearchConfig, strategy=None, stop_afte
     return run_task(task or prepare_detection_search(config), config, strategy, stop_after)
 
 
-# `(config class, prepare, run)` of `tools/train.py --task=detection` and `tools/search.py --task=detection`.
+def next_step_commands(config: DetectionSearchConfig, num_classes: int) -> list:
+    """The train → export → latency commands after a detection search, chained through their files
+    (as `tunas_keras.training.search.next_step_commands` for classification): train the found
+    backbone + SSDLite on the search's data into `<model_dir>/standalone`, export those weights with
+    the post-processing op and its parity check, time the `.tflite` on this host."""
+    del num_classes  # the detector's classes come from --dataset
+    architecture = os.path.join(config.model_dir, "architecture.json")
+    train_dir = os.path.join(config.model_dir, "standalone")
+    tflite_path = os.path.join(train_dir, "ssdlite.tflite")
+    data = f"--dataset={config.dataset} --image_size={config.image_size}"
+    if config.data_dir:
+        data += f" --data_dir={config.data_dir}"
+    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
+    return [
+        f"python tools/train.py --task=detection --architecture={architecture} {data}{zero_init} "
+        f"--model_dir={train_dir}",
+        f"python tools/export_tflite.py --task=detection --architecture={architecture} "
+        f"--weights={os.path.join(train_dir, 'model.weights.h5')} {data} --output={tflite_path}",
+        f"python tools/benchmark_latency.py --model={tflite_path}",
+    ]
+
+
+# `(config class, prepare, run)` of `tools/train.py --task=detection`; `tools/search.py --task=detection`
+# adds the next-step commands.
 TRAINING = (DetectionTrainConfig, prepare_detection_training, run_detection_training)
-SEARCH = (DetectionSearchConfig, prepare_detection_search, run_detection_search)
+SEARCH = (DetectionSearchConfig, prepare_detection_search, run_detection_search, next_step_commands)

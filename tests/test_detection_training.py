@@ -14,7 +14,7 @@ from detection.evaluation import evaluate_detection
 from detection.losses import detection_loss
 from detection.model import build_detector
 from detection.synthetic import ShapesDetectionDataset
-from detection.tasks import DetectionSearchTask, DetectionTask, searched_detector
+from detection.tasks import DetectionSearchTask, DetectionTask, next_step_commands, searched_detector
 from tests.conftest import random_indices, small_architecture
 from tunas_keras import masks
 from tunas_keras.training.trainer import run_task
@@ -143,6 +143,20 @@ def test_detection_search_task_setup():
     assert split["cls_targets"]["4"].shape == (2, 4) + tuple(labels["cls_targets"]["4"].shape[1:])
     assert split["groundtruths"]["boxes"].shape == (2, 4, 6, 4)
     np.testing.assert_array_equal(task._group(split, 1)["box_weights"], labels["box_weights"][4:])
+
+
+def test_detection_next_steps_chain_through_their_files():
+    config = DetectionSearchConfig(image_size=48, data_dir="/data/tfds", model_dir="runs/d")
+    train, export, latency = next_step_commands(config, num_classes=10)
+    flags_of = lambda command: dict(part[2:].split("=", 1) for part in command.split()[2:] if "=" in part)  # noqa: E731
+    train_flags, export_flags, latency_flags = flags_of(train), flags_of(export), flags_of(latency)
+    assert train.startswith("python tools/train.py --task=detection ") and "--zero_init_residual" in train.split()
+    assert export.startswith("python tools/export_tflite.py --task=detection ")
+    assert train_flags["architecture"] == export_flags["architecture"] == "runs/d/architecture.json"
+    for flags in (train_flags, export_flags):
+        assert (flags["dataset"], flags["image_size"], flags["data_dir"]) == ("embedded", "48", "/data/tfds")
+    assert export_flags["weights"] == train_flags["model_dir"] + "/model.weights.h5"  # the trained weights
+    assert latency_flags["model"] == export_flags["output"] == train_flags["model_dir"] + "/ssdlite.tflite"
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 r"""Runs a TuNAS search (weight-sharing supernet + REINFORCE controller) and writes its results.
 
 With no flags: the embedded offline dataset, the `proxyless` space, T0 = 84 ms of the simulated
-Pixel-1 model, 120 steps of batch 32 at 32 px (about 5-8 minutes on 2 CPU cores, most of it
-tracing the supernet's training step). The paper's ImageNet run:
+Pixel-1 model, 800 steps of batch 64 at 64 px with 4 architectures per step (about 6-7 minutes
+on an idle 2-core CPU). It ends with the architecture as a table, its cost against T0, the
+report (report.html, report.png) and the train -> export -> latency commands for it. The
+paper's ImageNet run is one config file away (configs/imagenet_<space>.yaml: batch 4096, 90
+epochs, 224 px, RMSProp, RL lr 3e-4, 32 architectures per step):
 
-    python tools/search.py --dataset=imagenet2012 --image_size=224 --batch_size=4096 --epochs=90 \
-        --rl_learning_rate=3e-4 --strategy=mirrored --model_dir=runs/imagenet
+    python tools/search.py --config=configs/imagenet_proxyless.yaml --strategy=mirrored --model_dir=runs/imagenet
 
 `--task=detection` searches an SSDLite backbone instead (docs/detection.md has the COCO command).
 
@@ -16,7 +18,6 @@ uninterrupted one; with `--deterministic` (the default) the same command and see
 search, bit for bit, on one machine.
 """
 
-import os
 import sys
 
 from absl import flags
@@ -24,6 +25,7 @@ from absl import flags
 from detection import config as detection_config
 from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
+from tunas_keras.training import html_report
 from tunas_keras.training import search as search_lib
 from tunas_keras.training.trainer import create_strategy, is_chief
 
@@ -33,25 +35,25 @@ FLAGS = flags.FLAGS
 
 
 def _task_functions():
-    """`(config class, prepare, run)` of `--task` (detection: SSDLite backbone search, detection/tasks.py)."""
+    """`(config class, prepare, run, next-step commands)` of `--task` (detection: SSDLite backbone
+    search, detection/tasks.py)."""
     if FLAGS.task == "detection":
         from detection import tasks as detection_tasks  # pylint: disable=import-outside-toplevel
 
         return detection_tasks.SEARCH
-    return config_lib.SearchConfig, search_lib.prepare_search, search_lib.run_search
+    return config_lib.SearchConfig, search_lib.prepare_search, search_lib.run_search, search_lib.next_step_commands
 
 
 def main(argv):
     del argv
-    detection = FLAGS.task == "detection"
-    config_class, prepare, run = _task_functions()
+    config_class, prepare, run, next_step_commands = _task_functions()
     with errors.user_input():
         config = config_lib.config_from_flags(config_class, FLAGS)
     # Validates the whole config and sets the thread count; neither initialises TensorFlow, so
     # multi-worker and TPU strategies can still be created next (they must exist before it is).
     task = prepare(config)
     strategy = create_strategy(config.strategy)
-    kind = "detection search (SSDLite head)" if detection else "search"
+    kind = "detection search (SSDLite head)" if FLAGS.task == "detection" else "search"
     print(f"TuNAS {kind}: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
     print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
     try:
@@ -59,24 +61,23 @@ def main(argv):
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
-    architecture_path = os.path.join(config.model_dir, "architecture.json")
     if not is_chief(strategy):
         print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
         return 0
     print()
     print(f"Final architecture ({result['space']}): {':'.join(map(str, result['indices']))}")
+    print(html_report.architecture_table_text(task.space, result["indices"]))
     print(
         f"Cost ({result['cost_model']}): {result['cost']:.2f} vs target {result['target_latency']:.2f} "
         f"({100 * (result['cost'] / result['target_latency'] - 1):+.1f} %)"
     )
-    print(f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (architecture.json, report.png)")
-    print("Next steps:")
-    same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
-    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
-    task_flag = "--task=detection " if detection else ""
-    print(f"  python tools/train.py {task_flag}--architecture={architecture_path} {same_data}{zero_init}")
-    if not detection:  # a detector is exported after training (tools/train.py prints the command)
-        print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
+    print(
+        f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ "
+        "(architecture.json, report.html, report.png)"
+    )
+    print("Next steps (train the found architecture, export those weights to TFLite, time it):")
+    for command in next_step_commands(config, task.data.num_classes):
+        print(f"  {command}")
     return 0
 
 

@@ -12,6 +12,15 @@ type and default); `--config run.yaml` loads a file and flags override it. A run
 moment (even with kill -9) resumes when restarted with the same command and ends as an
 uninterrupted one; with `--deterministic` (the default) the same command and seed give the same
 search, bit for bit, on one machine.
+
+Several targets in one search, one controller each over one shared supernet (the K
+architectures of a step are divided among them, so K must be a multiple of their number):
+
+    python tools/search.py --target_latency=60,84,110 --architectures_per_step=6 --batch_size=36
+
+writes architecture_60ms.json, architecture_84ms.json, architecture_110ms.json, their index
+architectures.json, report.png (every target) and pareto.png (the found architectures against
+uniform children under the final shared weights).
 """
 
 import os
@@ -43,6 +52,8 @@ def main(argv):
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
+    if "indices" not in result:  # several targets
+        return _print_targets(config, result, is_chief(strategy))
     architecture_path = os.path.join(config.model_dir, "architecture.json")
     if not is_chief(strategy):
         print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
@@ -59,6 +70,29 @@ def main(argv):
     zero_init = " --zero_init_residual" if config.zero_init_residual else ""
     print(f"  python tools/train.py --architecture={architecture_path} {same_data}{zero_init}")
     print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
+    return 0
+
+
+def _print_targets(config, result: dict, chief: bool) -> int:
+    """The summary of a multi-target search: one line per target, the outputs, next steps."""
+    print()
+    for entry in result["architectures"]:
+        indices = ":".join(map(str, entry["indices"]))
+        cost = f"{entry['cost']:.2f} ({100 * entry['relative_error']:+.1f} %)"
+        print(f"Target {entry['target_latency']:g}: {indices}  cost ({result['cost_model']}) {cost} -> {entry['file']}")
+    if not chief:
+        print("Worker done; the chief writes the outputs.")
+        return 0
+    print(
+        f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (one architecture_<target>.json "
+        "per target, architectures.json listing them, report.png, pareto.png)"
+    )
+    print("Next steps (one per target):")
+    same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
+    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
+    for entry in result["architectures"]:
+        path = os.path.join(config.model_dir, entry["file"])
+        print(f"  python tools/train.py --architecture={path} {same_data}{zero_init}")
     return 0
 
 

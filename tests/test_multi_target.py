@@ -13,6 +13,7 @@ import tensorflow as tf
 import search_spaces
 import tunas_keras
 from tests.conftest import tiny_search_space
+from tests.test_search_step import tiny_config
 from tunas_keras.search.multi_target import TargetPolicies, parse_targets, target_label
 from tunas_keras.search.rewards import Reward
 from tunas_keras.training import pareto
@@ -137,22 +138,10 @@ def test_the_pareto_front_keeps_exactly_the_non_dominated_points(tmp_path):
 
 
 def _config(tmp_path, name, **overrides):
-    values = dict(
-        steps=16,
-        batch_size=12,
-        validation_batch_multiplier=2,
-        image_size=32,
-        cost_model="macs",
-        target_latency=TARGETS,
-        architectures_per_step=6,
-        model_dir=str(tmp_path / name),
-        progress_bar=False,
-        summary_every=1,
-        checkpoint_every=4,
-        rl_learning_rate=2.0,
-    )
-    values.update(overrides)
-    return SearchConfig(**values)
+    """A 16-step search of the tiny space (the step tests' config) with the three targets."""
+    values = dict(steps=16, batch_size=12, target_latency=TARGETS, architectures_per_step=6, summary_every=1)
+    values.update(checkpoint_every=4, rl_learning_rate=2.0, model_dir=str(tmp_path / name))
+    return tiny_config(**{**values, **overrides})
 
 
 def _search(config, stop_after=None):

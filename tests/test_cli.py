@@ -195,6 +195,8 @@ BAD_INPUTS = [
     ("simulate_controller", ["--targets=60,84,110", "--batch_size=4"], "`batch_size`"),
     ("simulate_controller", ["--targets=60,-84"], "`targets`"),
     ("compare", ["--searched={F}/not_a_run", "--output={E}/comparison"], "`searched`"),
+    ("compare", ["--num_random=2", "--search_config={F}/missing.yaml", "--output={E}/comparison"], "`search_config`"),
+    ("compare", ["--num_searches=1", "--train_config={F}/unknown.yaml", "--output={E}/comparison"], "`train_config`"),
     ("rank_children", ["--search_dir={F}/not_a_run"], "`search_dir`"),
     ("rank_children", ["--search_dir={C}"], "`search_dir`"),  # its checkpoint is corrupt
     ("benchmark_embedded_dataset", ["--architectures=smallest,medium"], "`architectures`"),
@@ -265,7 +267,7 @@ def test_every_config_field_has_a_help_line_with_type_and_default(config_class):
         text = config_lib.field_help(config_class, field.name)
         assert len(text) > 40 and "\n" not in text, (field.name, text)
         assert text.endswith(f"default: {field.default!r}]"), text
-    assert config_lib.field_help(config_lib.SearchConfig, "steps").endswith("[int or None; default: 120]")
+    assert config_lib.field_help(config_lib.SearchConfig, "steps").endswith("[int or None; default: 800]")
     assert config_lib.field_help(config_lib.TrainConfig, "space").startswith("Search space of --indices")
 
 

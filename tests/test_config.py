@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import types
 
 import numpy as np
@@ -11,7 +12,9 @@ from absl import flags
 
 from tunas_keras.training import schedules
 from tunas_keras.training.config import (
+    FIELD_CHECKS,
     SearchConfig,
+    TrainConfig,
     config_from_dict,
     config_from_flags,
     define_flags_for,
@@ -55,6 +58,36 @@ def test_config_errors(tmp_path):
         config_from_dict(SearchConfig, {"steps": "many"})
     with pytest.raises(ValueError, match=r"`config`. Expected an existing JSON/YAML file"):
         load_config_file(SearchConfig, str(tmp_path / "missing.yaml"))
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.mark.parametrize(
+    "space_name, target, weight_decay",
+    [("proxyless", 84, 4e-5), ("proxyless_enlarged", 84, 4e-5), ("mobilenet_v3_like", 57, 3e-5)],
+)
+def test_paper_search_configs_hold_the_imagenet_recipe(space_name, target, weight_decay):
+    config = load_config_file(SearchConfig, os.path.join(CONFIGS, f"imagenet_{space_name}.yaml"))
+    assert (config.space, config.dataset, config.image_size, config.target_latency) == (
+        space_name,
+        "imagenet2012",
+        224,
+        target,
+    )
+    assert (config.batch_size, config.epochs, config.steps, config.architectures_per_step) == (4096, 90, None, 32)
+    assert (config.optimizer, config.learning_rate, config.rl_learning_rate) == ("rmsprop", 0.165, 3e-4)
+    assert (config.weight_decay, config.reward, config.beta, config.zero_init_residual) == (
+        weight_decay,
+        "abs",
+        -0.1,
+        False,
+    )
+    for name, (check, expected) in FIELD_CHECKS.items():
+        value = getattr(config, name, None)
+        assert value is None or check(value), (name, value, expected)
+    standalone = load_config_file(TrainConfig, os.path.join(CONFIGS, "imagenet_standalone_90_epochs.yaml"))
+    assert (standalone.epochs, standalone.optimizer, standalone.protocol) == (90, "rmsprop", "valid")
 
 
 def test_learning_rate_schedule_warmup_then_cosine():

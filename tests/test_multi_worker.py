@@ -99,6 +99,7 @@ def test_two_local_workers_run_tools_search(tmp_path):
         "--strategy=multi_worker",
         f"--model_dir={model_dir}",
         "--steps=4",
+        "--image_size=32",
         "--batch_size=8",
         "--validation_batch_multiplier=2",
         "--architectures_per_step=2",

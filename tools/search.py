@@ -1,11 +1,13 @@
 r"""Runs a TuNAS search (weight-sharing supernet + REINFORCE controller) and writes its results.
 
 With no flags: the embedded offline dataset, the `proxyless` space, T0 = 84 ms of the simulated
-Pixel-1 model, 120 steps of batch 32 at 32 px (about 5-8 minutes on 2 CPU cores, most of it
-tracing the supernet's training step). The paper's ImageNet run:
+Pixel-1 model, 800 steps of batch 64 at 64 px with 4 architectures per step (about 6-7 minutes
+on an idle 2-core CPU). It ends with the architecture as a table, its cost against T0, the
+report (report.html, report.png) and the train -> export -> latency commands for it. The
+paper's ImageNet run is one config file away (configs/imagenet_<space>.yaml: batch 4096, 90
+epochs, 224 px, RMSProp, RL lr 3e-4, 32 architectures per step):
 
-    python tools/search.py --dataset=imagenet2012 --image_size=224 --batch_size=4096 --epochs=90 \
-        --rl_learning_rate=3e-4 --strategy=mirrored --model_dir=runs/imagenet
+    python tools/search.py --config=configs/imagenet_proxyless.yaml --strategy=mirrored --model_dir=runs/imagenet
 
 Every field of `tunas_keras.training.config.SearchConfig` is a flag (`--help` lists them with
 type and default); `--config run.yaml` loads a file and flags override it. A run killed at any
@@ -23,13 +25,13 @@ architectures.json, report.png (every target) and pareto.png (the found architec
 uniform children under the final shared weights).
 """
 
-import os
 import sys
 
 from absl import flags
 
 from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
+from tunas_keras.training import html_report
 from tunas_keras.training import search as search_lib
 from tunas_keras.training.trainer import create_strategy, is_chief
 
@@ -53,28 +55,29 @@ def main(argv):
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
     if "indices" not in result:  # several targets
-        return _print_targets(config, result, is_chief(strategy))
-    architecture_path = os.path.join(config.model_dir, "architecture.json")
+        return _print_targets(config, result, is_chief(strategy), task.data.num_classes)
     if not is_chief(strategy):
         print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
         return 0
     print()
     print(f"Final architecture ({result['space']}): {':'.join(map(str, result['indices']))}")
+    print(html_report.architecture_table_text(task.space, result["indices"]))
     print(
         f"Cost ({result['cost_model']}): {result['cost']:.2f} vs target {result['target_latency']:.2f} "
         f"({100 * (result['cost'] / result['target_latency'] - 1):+.1f} %)"
     )
-    print(f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (architecture.json, report.png)")
-    print("Next steps:")
-    same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
-    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
-    print(f"  python tools/train.py --architecture={architecture_path} {same_data}{zero_init}")
-    print(f"  python tools/export_tflite.py --architecture={architecture_path} --quantization=int8")
+    print(
+        f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ "
+        "(architecture.json, report.html, report.png)"
+    )
+    print("Next steps (train the found architecture, export those weights to int8 TFLite, time it):")
+    for command in search_lib.next_step_commands(config, task.data.num_classes):
+        print(f"  {command}")
     return 0
 
 
-def _print_targets(config, result: dict, chief: bool) -> int:
-    """The summary of a multi-target search: one line per target, the outputs, next steps."""
+def _print_targets(config, result: dict, chief: bool, num_classes: int) -> int:
+    """The summary of a multi-target search: one line per target, the outputs, next steps per target."""
     print()
     for entry in result["architectures"]:
         indices = ":".join(map(str, entry["indices"]))
@@ -87,12 +90,11 @@ def _print_targets(config, result: dict, chief: bool) -> int:
         f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (one architecture_<target>.json "
         "per target, architectures.json listing them, report.png, pareto.png)"
     )
-    print("Next steps (one per target):")
-    same_data = f"--dataset={config.dataset} --image_size={config.image_size}"
-    zero_init = " --zero_init_residual" if config.zero_init_residual else ""
     for entry in result["architectures"]:
-        path = os.path.join(config.model_dir, entry["file"])
-        print(f"  python tools/train.py --architecture={path} {same_data}{zero_init}")
+        print(f"Next steps for target {entry['target_latency']:g} (train, export to int8 TFLite, time it):")
+        standalone = f"standalone_{entry['label']}"
+        for command in search_lib.next_step_commands(config, num_classes, entry["file"], standalone):
+            print(f"  {command}")
     return 0
 
 

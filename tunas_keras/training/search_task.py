@@ -41,7 +41,7 @@ from tunas_keras.search import rewards
 from tunas_keras.search.controller import Sample
 from tunas_keras.search.multi_target import TargetPolicies, parse_targets, target_label
 from tunas_keras.search.reinforce import rl_delay_steps, rl_learning_rate
-from tunas_keras.training import report, schedules
+from tunas_keras.training import html_report, report, schedules
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
 
@@ -445,6 +445,9 @@ class SearchTask(Task):
         log = {"history": history, "final_probabilities": probabilities, "architecture": result}
         write_atomic(os.path.join(model_dir, "search_log.json"), json.dumps(log))
         report.write_search_report(os.path.join(model_dir, "report.png"), self.space, history, probabilities, result)
+        html_report.write_html_report(
+            os.path.join(model_dir, "report.html"), self.space, history, probabilities, result
+        )
         entries = self._write_index(model_dir, [result])
         return {**result, "architectures": entries}
 

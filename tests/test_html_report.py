@@ -1,0 +1,133 @@
+"""The search's HTML report: written, valid HTML, every decision named, figures embedded."""
+
+import base64
+import html.parser
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import tunas_keras
+from tunas_keras.training import html_report
+
+VOID_ELEMENTS = {"meta", "img", "br", "hr", "link", "input"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _BalanceChecker(html.parser.HTMLParser):
+    """Records an error for every closing tag that does not close the innermost open element."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in VOID_ELEMENTS:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def _fake_search(space, seed=0, steps=40):
+    rng = np.random.default_rng(seed)
+    indices = [int(rng.integers(n)) for n in space.num_choices]
+    probabilities = [rng.dirichlet(np.ones(n)).tolist() for n in space.num_choices]
+    history = [
+        {"step": step, "cost": 90.0 - step / 10, "valid_accuracy": step / steps, "entropy": 35.0 - step / 4}
+        for step in range(5, steps + 1, 5)
+    ]
+    result = {
+        "indices": indices,
+        "cost": 83.5,
+        "target_latency": 84.0,
+        "cost_model": "pixel1",
+        "config": {"space": space.name, "steps": steps, "seed": seed},
+    }
+    return history, probabilities, result
+
+
+@pytest.fixture(scope="module")
+def written_report(tmp_path_factory):
+    space = tunas_keras.get_search_space("mobilenet_v3_like")  # every kind of decision: kernel, expansion, SE, skip
+    history, probabilities, result = _fake_search(space)
+    path = str(tmp_path_factory.mktemp("report") / "report.html")
+    html_report.write_html_report(path, space, history, probabilities, result)
+    with open(path, encoding="utf-8") as handle:
+        return space, result, handle.read(), path
+
+
+def test_html_report_is_valid_html(written_report):
+    _, _, text, _ = written_report
+    checker = _BalanceChecker()
+    checker.feed(text)
+    checker.close()
+    assert text.startswith("<!DOCTYPE html>")
+    assert checker.errors == []
+    assert checker.stack == []  # every element closed
+    assert {"html", "head", "body", "title", "table", "img"} <= set(checker.tags)
+
+
+def test_html_report_names_every_decision(written_report):
+    space, _, text, _ = written_report
+    labels = [html_report.decision_label(decision) for decision in space.decisions]
+    assert len(set(labels)) == space.num_decisions  # the short names stay unique
+    for label in labels:
+        assert f"<td>{label}</td>" in text
+    assert "blocks/1/layers/1/kernel_size" in labels
+    assert "blocks/1/layers/1/op" in labels  # skip-or-not of a skippable layer
+    for key, value in (("space", "mobilenet_v3_like"), ("steps", 40)):
+        assert f"<td>{key}</td><td>{value}</td>" in text  # the run's config
+
+
+def test_html_report_embeds_its_figures(written_report):
+    _, _, text, path = written_report
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', text)
+    assert [alt for alt, _ in images] == ["architecture", "cost and accuracy", "policy entropy", "probabilities"]
+    for _, data in images:
+        assert base64.b64decode(data).startswith(PNG_MAGIC)
+    assert 'src="http' not in text and "<link" not in text  # self-contained
+    assert os.listdir(os.path.dirname(path)) == ["report.html"]  # nothing else written
+
+
+def test_architecture_rows_of_proxylessnas_mobile():
+    space = tunas_keras.get_search_space("proxyless")
+    architecture = tunas_keras.reference_architecture("proxylessnas_mobile")
+    rows = html_report.architecture_rows(space, architecture.indices)
+    # design.md: per-layer op = e*3 + k (e: x3 / x6, k: 3 / 5 / 7), 6 = skip; the first entry is the sepconv kernel.
+    ops = [1, 0, 6, 6, 2, 0, 1, 1, 5, 1, 1, 1, 4, 1, 1, 1, 5, 5, 2, 2, 5]
+    bottlenecks = [row for row in rows if row["type"] in ("bneck", "skip")]
+    assert [row["type"] for row in rows[:2]] == ["conv", "sepconv"] and rows[1]["kernel"] == 3
+    assert len(bottlenecks) == len(ops)
+    for row, op in zip(bottlenecks, ops):
+        assert row["skipped"] == (op == 6), row
+        if op != 6:
+            assert (row["expansion"], row["kernel"]) == ((3, 6)[op // 3], (3, 5, 7)[op % 3]), row
+    assert [row["filters"] for row in bottlenecks[::4]] == [32, 40, 80, 96, 192, 320]
+    assert bottlenecks[0]["expanded"] == 48 and bottlenecks[0]["strides"] == 2  # 16 input filters x 3
+    text = html_report.architecture_table_text(space, architecture.indices)
+    assert len(text.splitlines()) == len(rows) + 2  # header, rule, one line per layer
+    assert "blocks/2/layers/2  skip" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed")
+def test_html_report_renders_in_headless_chromium(written_report, tmp_path):
+    _, _, _, path = written_report
+    screenshot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    command = ["chromium", *flags, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}"]
+    subprocess.run(
+        [*command, "--window-size=1200,1600", f"file://{path}"], check=True, timeout=120, capture_output=True
+    )
+    from matplotlib import image  # pylint: disable=import-outside-toplevel
+
+    pixels = image.imread(str(screenshot))
+    assert pixels.shape[:2] == (1600, 1200)
+    assert pixels[..., :3].std() > 0.05  # not a blank page: text and figures were drawn

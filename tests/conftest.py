@@ -96,3 +96,15 @@ def run_script_for_result(script: str, timeout: int) -> dict:
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
+
+
+def small_architecture():
+    """`mobilenet_v3_like` with every optional layer skipped and middle widths: quick to trace."""
+    from tunas_keras.cost_models.sampling import extreme_indices
+
+    space = registry.get_search_space("mobilenet_v3_like")
+    indices = list(extreme_indices(space)[0])
+    for position, decision in enumerate(space.decisions):
+        if decision.tag == "filters":
+            indices[position] = decision.num_choices // 2
+    return space.architecture(indices)

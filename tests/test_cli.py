@@ -20,6 +20,7 @@ import sys
 import pytest
 from absl import app, flags, logging
 
+from detection.data import DetectionDataset
 from tunas_keras import cli, errors
 from tunas_keras.datasets.base import ImageDataset
 from tunas_keras.training import config as config_lib
@@ -37,6 +38,10 @@ HEAVY_FUNCTIONS = (
     "tunas_keras.export.pipeline.export_standalone",
     "tunas_keras.export.latency.benchmark_tflite",
     "tunas_keras.cost_models.calibration.calibrate",
+    "detection.tasks.build_detector",
+    "detection.tasks.build_detection_supernet",
+    "detection.cli.build_detector",
+    "detection.cli.export_detector",
 )
 # The tools' own heavy functions.
 HEAVY_TOOL_FUNCTIONS = {
@@ -58,6 +63,7 @@ def run_tool(name: str, arguments: list, capsys, monkeypatch) -> tuple:
     for target in HEAVY_FUNCTIONS:
         monkeypatch.setattr(target, _heavy)
     monkeypatch.setattr(ImageDataset, "make", _heavy)
+    monkeypatch.setattr(DetectionDataset, "make", _heavy)
     before = set(flags.FLAGS)
     spec = importlib.util.spec_from_file_location(f"_tool_{name}", TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -199,6 +205,25 @@ BAD_INPUTS = [
     ("compare", ["--num_searches=1", "--train_config={F}/unknown.yaml", "--output={E}/comparison"], "`train_config`"),
     ("rank_children", ["--search_dir={F}/not_a_run"], "`search_dir`"),
     ("rank_children", ["--search_dir={C}"], "`search_dir`"),  # its checkpoint is corrupt
+    (
+        "train",
+        ["--task=detection", "--reference=mobilenet_v3_large", "--dataset=cifar10", "--model_dir={E}"],
+        "`dataset`",
+    ),
+    (
+        "train",
+        ["--task=detection", "--reference=mobilenet_v3_large", "--eval_every=0", "--model_dir={E}"],
+        "`eval_every`",
+    ),
+    ("search", ["--task=detection", "--score_threshold=2", "--model_dir={E}"], "`score_threshold`"),
+    ("search", ["--task=detection", "--cost_model=macs", "--model_dir={E}"], "`target_latency`"),
+    ("search", ["--task=detection", "--model_dir={E}"], "`model_dir`"),  # holds a classification search
+    (
+        "export_tflite",
+        ["--task=detection", "--reference=mobilenet_v3_large", "--quantization=int8", "--output={E}/d.tflite"],
+        "`quantization`",
+    ),
+    ("benchmark_latency", ["--task=detection", "--reference=mobilenet_v3_large", "--dataset=cifar10"], "`dataset`"),
     ("benchmark_embedded_dataset", ["--architectures=smallest,medium"], "`architectures`"),
     ("benchmark_supernet", ["--measure=speeed"], "`measure`"),
 ]

@@ -292,6 +292,13 @@ def test_features_match_the_child_backbone(supernets, images):
             assert features[name].shape[-1] == supernet._plan.endpoint_widths[key].max_value
             _close(features[name][..., :channels], value)
             assert not np.any(features[name][..., channels:].numpy())
+    # Traced with dynamic channel counts ("slice"), the padded features keep their static width.
+    one_hot = one_hot_masks(supernet.space, arch)
+    traced = tf.function(lambda x, m: supernet.features(x, m, execution="slice")).get_concrete_function(
+        tf.TensorSpec((None,) + INPUT_SHAPE), [tf.TensorSpec(mask.shape) for mask in one_hot]
+    )
+    widths = {name: tensor.shape[-1] for name, tensor in traced.structured_outputs.items()}
+    assert widths == {name: features[name].shape[-1] for name in features}
 
 
 def test_zero_init_residual_makes_every_skippable_layer_start_as_skipped(supernets, images):

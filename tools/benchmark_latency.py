@@ -6,7 +6,8 @@
     python tools/benchmark_latency.py --compare_keras_mobilenet_v2 --threads=1,2       # ours vs keras.applications
 
 An architecture (--architecture / --indices + --space / --reference) is exported to a temporary
-directory first (see tools/export_tflite.py for the flags' meaning).
+directory first (see tools/export_tflite.py for the flags' meaning); with `--task=detection`, the
+SSDLite detector with its post-processing op (docs/detection.md).
 """
 
 import json
@@ -16,6 +17,7 @@ import tempfile
 
 from absl import flags
 
+from detection import config as detection_config
 from tunas_keras import cli, errors
 from tunas_keras.export import adb, pipeline, sources
 from tunas_keras.training.trainer import check_writable_file, write_atomic
@@ -24,6 +26,7 @@ flags.DEFINE_string(
     "model", None, "A .tflite file to time (instead of exporting --architecture / --indices / --reference)."
 )
 sources.define_source_flags(flags)  # the model exported first (unless --model)
+detection_config.define_task_flag(flags)  # --task=detection: export the SSDLite detector first
 flags.DEFINE_string("dataset", "embedded", "Dataset for int8 calibration of the exported model.")
 flags.DEFINE_integer("num_threads", 1, "Interpreter threads.", lower_bound=1)
 flags.DEFINE_integer("warmup_runs", 10, "Untimed runs first.", lower_bound=0)
@@ -41,7 +44,8 @@ FLAGS = flags.FLAGS
 
 
 def _validate():
-    """The architecture to export (None with --model); checks every flag before anything runs."""
+    """The architecture to export (None with --model; a detection export plan with --task=detection);
+    checks every flag before anything runs."""
     if FLAGS.json_output:
         check_writable_file(FLAGS.json_output, "json_output")
     if FLAGS.compare_keras_mobilenet_v2:
@@ -53,8 +57,12 @@ def _validate():
                 f"Invalid value for argument `model`. Expected an existing .tflite file. Received: {FLAGS.model!r}"
             )
         return None
-    architecture = sources.resolve_source_flags(FLAGS)
     workdir_model = os.path.join(tempfile.gettempdir(), "model.tflite")
+    if FLAGS.task == "detection":  # the architecture with its export plan (detection/cli.py)
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
+
+        return detection_cli.check_export(FLAGS, workdir_model)
+    architecture = sources.resolve_source_flags(FLAGS)
     pipeline.check_export_arguments(
         workdir_model, FLAGS.quantization, FLAGS.image_size, FLAGS.weights, FLAGS.dataset or None
     )
@@ -64,6 +72,10 @@ def _validate():
 def _model_path(workdir: str, architecture) -> str:
     if FLAGS.model:
         return FLAGS.model
+    if FLAGS.task == "detection":
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
+
+        return detection_cli.export(FLAGS, architecture, os.path.join(workdir, "model.tflite")).model_path
     result = pipeline.export_standalone(
         architecture,
         os.path.join(workdir, "model.tflite"),

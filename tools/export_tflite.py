@@ -8,17 +8,20 @@ r"""Exports a standalone model to `.tflite` and writes its Keras-vs-TFLite parit
         --qat_steps=500 --output=/tmp/qat.tflite        # quantisation-aware fine-tuning first
 
 Writes `X.tflite` and `X.parity.json` (max / mean |Keras - TFLite| of the logits and top-1
-agreement on a fixed held-out batch, plus the op list), both atomically.
+agreement on a fixed held-out batch, plus the op list), both atomically. `--task=detection`
+exports an SSDLite detector with TFLite's detection post-processing op (docs/detection.md).
 """
 
 import json
 
 from absl import flags
 
+from detection import config as detection_config
 from tunas_keras import cli, errors
 from tunas_keras.export import pipeline, sources, tflite
 
 sources.define_source_flags(flags)
+detection_config.define_task_flag(flags)  # --task=detection: SSDLite + TFLite_Detection_PostProcess
 flags.DEFINE_string("output", None, "Output .tflite path (its directory must exist).", required=True)
 flags.DEFINE_string("dataset", "embedded", "tunas_keras.datasets name for calibration / parity / QAT; '' = synthetic.")
 flags.DEFINE_integer(
@@ -34,18 +37,8 @@ flags.DEFINE_enum("converter", "concrete_function", list(tflite.CONVERTERS), "TF
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    del argv
-    with errors.user_input():
-        if not FLAGS.output.endswith(".tflite"):
-            raise ValueError(
-                f"Invalid value for argument `output`. Expected a path ending in '.tflite'. Received: {FLAGS.output!r}"
-            )
-        architecture = sources.resolve_source_flags(FLAGS)
-        pipeline.check_export_arguments(
-            FLAGS.output, FLAGS.quantization, FLAGS.image_size, FLAGS.weights, FLAGS.dataset or None, FLAGS.qat_steps
-        )
-    result = pipeline.export_standalone(
+def _export_classifier(architecture):
+    return pipeline.export_standalone(
         architecture,
         FLAGS.output,
         quantization=FLAGS.quantization,
@@ -60,7 +53,32 @@ def main(argv):
         qat_learning_rate=FLAGS.qat_learning_rate,
         converter=FLAGS.converter,
     )
-    parity = {key: value for key, value in result.parity.items() if key != "ops"}
+
+
+def main(argv):
+    del argv
+    detection = FLAGS.task == "detection"  # SSDLite + TFLite_Detection_PostProcess (detection/cli.py)
+    if detection:
+        from detection import cli as detection_cli  # pylint: disable=import-outside-toplevel
+    with errors.user_input():
+        if not FLAGS.output.endswith(".tflite"):
+            raise ValueError(
+                f"Invalid value for argument `output`. Expected a path ending in '.tflite'. Received: {FLAGS.output!r}"
+            )
+        if detection:
+            plan = detection_cli.check_export(FLAGS, FLAGS.output)
+        else:
+            architecture = sources.resolve_source_flags(FLAGS)
+            pipeline.check_export_arguments(
+                FLAGS.output,
+                FLAGS.quantization,
+                FLAGS.image_size,
+                FLAGS.weights,
+                FLAGS.dataset or None,
+                FLAGS.qat_steps,
+            )
+    result = detection_cli.export(FLAGS, plan, FLAGS.output) if detection else _export_classifier(architecture)
+    parity = {key: value for key, value in result.parity.items() if key not in ("ops", "architecture")}
     print(json.dumps(parity, indent=2))
     print(f"Wrote {result.model_path} ({result.size_bytes / 1e6:.2f} MB) and {result.parity_path}")
 

@@ -9,6 +9,8 @@ epochs, 224 px, RMSProp, RL lr 3e-4, 32 architectures per step):
 
     python tools/search.py --config=configs/imagenet_proxyless.yaml --strategy=mirrored --model_dir=runs/imagenet
 
+`--task=detection` searches an SSDLite backbone instead (docs/detection.md has the COCO command).
+
 Every field of `tunas_keras.training.config.SearchConfig` is a flag (`--help` lists them with
 type and default); `--config run.yaml` loads a file and flags override it. A run killed at any
 moment (even with kill -9) resumes when restarted with the same command and ends as an
@@ -29,6 +31,7 @@ import sys
 
 from absl import flags
 
+from detection import config as detection_config
 from tunas_keras import cli, errors
 from tunas_keras.training import config as config_lib
 from tunas_keras.training import html_report
@@ -36,21 +39,34 @@ from tunas_keras.training import search as search_lib
 from tunas_keras.training.trainer import create_strategy, is_chief
 
 config_lib.define_flags_for(config_lib.SearchConfig, flags)
+detection_config.define_detection_flags(flags, config_lib.SearchConfig, detection_config.DetectionSearchConfig)
 FLAGS = flags.FLAGS
+
+
+def _task_functions():
+    """`(config class, prepare, run, next-step commands)` of `--task` (detection: SSDLite backbone
+    search, detection/tasks.py)."""
+    if FLAGS.task == "detection":
+        from detection import tasks as detection_tasks  # pylint: disable=import-outside-toplevel
+
+        return detection_tasks.SEARCH
+    return config_lib.SearchConfig, search_lib.prepare_search, search_lib.run_search, search_lib.next_step_commands
 
 
 def main(argv):
     del argv
+    config_class, prepare, run, next_step_commands = _task_functions()
     with errors.user_input():
-        config = config_lib.config_from_flags(config_lib.SearchConfig, FLAGS)
+        config = config_lib.config_from_flags(config_class, FLAGS)
     # Validates the whole config and sets the thread count; neither initialises TensorFlow, so
     # multi-worker and TPU strategies can still be created next (they must exist before it is).
-    task = search_lib.prepare_search(config)
+    task = prepare(config)
     strategy = create_strategy(config.strategy)
-    print(f"TuNAS search: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
+    kind = "detection search (SSDLite head)" if FLAGS.task == "detection" else "search"
+    print(f"TuNAS {kind}: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
     print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
     try:
-        result = search_lib.run_search(config, strategy=strategy, task=task)
+        result = run(config, strategy=strategy, task=task)
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
@@ -70,8 +86,8 @@ def main(argv):
         f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ "
         "(architecture.json, report.html, report.png)"
     )
-    print("Next steps (train the found architecture, export those weights to int8 TFLite, time it):")
-    for command in search_lib.next_step_commands(config, task.data.num_classes):
+    print("Next steps (train the found architecture, export those weights to TFLite, time it):")
+    for command in next_step_commands(config, task.data.num_classes):
         print(f"  {command}")
     return 0
 

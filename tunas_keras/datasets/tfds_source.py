@@ -60,6 +60,20 @@ def held_out_splits(train_split: str, num_train: int, held_out: int) -> dict[str
     }
 
 
+def prepared_split_sizes(builder, name: str, download: bool) -> dict[str, int]:
+    """Split name -> examples of a prepared TFDS dataset; prepares it first only if `download`."""
+    splits = builder.info.splits
+    if "train" not in splits:
+        if not download:
+            raise ValueError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}: run "
+                f"`tfds build {name}` (or pass download=True) first."
+            )
+        builder.download_and_prepare()
+        splits = builder.info.splits
+    return {split: splits[split].num_examples for split in splits}
+
+
 class TFDSDataset(base.ImageDataset):
     """A TFDS image-classification dataset with the TuNAS splits.
 
@@ -109,16 +123,7 @@ class TFDSDataset(base.ImageDataset):
         return keys
 
     def _split_sizes(self) -> dict[str, int]:
-        splits = self.builder.info.splits
-        if "train" not in splits:
-            if not self.download:
-                raise ValueError(
-                    f"TFDS dataset {self.name!r} is not prepared in {self.builder.data_dir!r}: run "
-                    f"`tfds build {self.name}` (or pass download=True) first."
-                )
-            self.builder.download_and_prepare()
-            splits = self.builder.info.splits
-        return {name: splits[name].num_examples for name in splits}
+        return prepared_split_sizes(self.builder, self.name, self.download)
 
     def splits(self) -> dict[str, tuple[str, int]]:
         """Split -> (TFDS split string, number of examples) for the four splits."""

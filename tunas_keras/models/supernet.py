@@ -82,10 +82,12 @@ def _check_weight_sharing(space: SearchSpace, weight_sharing: str) -> None:
 
 
 def _padded(features: tf.Tensor, channels: int) -> tf.Tensor:
-    """Zero-pads sliced features back to the full width (no op in the "mask" execution)."""
+    """Zero-pads sliced features back to the full width (no op in the "mask" execution), static width."""
     if features.shape[-1] == channels:
         return features
-    return tf.pad(features, [[0, 0], [0, 0], [0, 0], [0, channels - tf.shape(features)[-1]]])
+    padded = tf.pad(features, [[0, 0], [0, 0], [0, 0], [0, channels - tf.shape(features)[-1]]])
+    # The padding amount is computed: restore the static width (a detection head needs it).
+    return tf.ensure_shape(padded, features.shape[:-1].concatenate([channels]))
 
 
 class Supernet(keras.Model):

@@ -29,8 +29,13 @@ from tunas_keras.training.config import SearchConfig, config_from_dict
 from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
 
 
-def read_search_config(search_dir: str, argument: str = "search_dir") -> tuple[SearchConfig, str]:
-    """`(config, latest checkpoint path)` of a `tools/search.py` model_dir, or a ValueError naming `argument`."""
+def read_search_config(
+    search_dir: str, argument: str = "search_dir", config_class: type = SearchConfig
+) -> tuple[SearchConfig, str]:
+    """`(config, latest checkpoint path)` of a `tools/search.py` model_dir, or a ValueError naming `argument`.
+
+    `config_class`: the search's config dataclass (e.g. `detection.config.DetectionSearchConfig`).
+    """
     config_path = os.path.join(search_dir, "config.json")
     checkpoint_path = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
     if not os.path.isfile(config_path) or checkpoint_path is None:
@@ -39,7 +44,7 @@ def read_search_config(search_dir: str, argument: str = "search_dir") -> tuple[S
             f"checkpoints/. Received: {search_dir!r}"
         )
     with open(config_path) as handle:
-        return config_from_dict(SearchConfig, json.load(handle)), checkpoint_path
+        return config_from_dict(config_class, json.load(handle)), checkpoint_path
 
 
 def load_search_supernet(config: SearchConfig, checkpoint_path: str, num_classes: int, input_shape=None) -> Supernet:

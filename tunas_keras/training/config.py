@@ -275,7 +275,10 @@ def validate_config(config: Any) -> None:
         value = getattr(config, name, None)
         if value is not None and value not in allowed:
             raise ValueError(f"Invalid value for argument `{name}`. Expected one of {allowed}. Received: {value!r}")
-    _check_dataset(config)
+    if hasattr(config, "validate_task"):  # a task with its own fields and dataset registry (detection.config)
+        config.validate_task()
+    else:
+        _check_dataset(config)
 
 
 def _check_dataset(config: Any) -> None:

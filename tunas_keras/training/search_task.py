@@ -103,16 +103,32 @@ def top1_accuracy(labels, logits):
 
 
 class SearchTask(Task):
-    """A TuNAS search over `config.space` (or `space`, e.g. a custom `SearchSpace`) on `config.dataset`."""
+    """A TuNAS search over `config.space` (or `space`, e.g. a custom `SearchSpace`) on `config.dataset`.
+
+    Another task with its own data, supernet and quality signal (the detection search,
+    `detection.tasks`) reuses the step by overriding the hooks: `_make_data`,
+    `_make_cost_model`, `_default_target_latency`, `_build_supernet` (construction),
+    `_micro_batch_loss` (the weight loss of one micro-batch, with `train_metric_names`) and
+    `_quality` (Q of one validation group, reported as `quality_name`), `_result_fields`
+    (extra fields of `architecture.json`). Labels may be nested structures of tensors.
+    """
+
+    # What `_micro_batch_loss` returns, averaged over the K micro-batches; "loss" is differentiated.
+    train_metric_names = ("loss", "cross_entropy", "regularization_loss", "train_accuracy")
+    quality_name = "valid_accuracy"
 
     def __init__(self, config: SearchConfig, space=None):
         self.config = config
         self.space = get_search_space(space if space is not None else config.space)
+        self.data = self._make_data()
+        self.cost_model = self._make_cost_model()
         # One cost target per controller; `target_latency` is the first (a single search's only) one.
-        self.targets = parse_targets(config.target_latency, self.space.target_latency)
+        if config.target_latency is None:
+            self.targets = [float(self._default_target_latency())]
+        else:
+            self.targets = parse_targets(config.target_latency, None)
         self.target_latency = self.targets[0]
         self.reward = rewards.get_reward(config.reward, beta=config.beta, target=self.target_latency)
-        self.cost_model = cost_models.get_cost_model(config.cost_model, self.space)
         self.target_labels = [target_label(target, self.cost_model.units) for target in self.targets]
         self.architectures_per_step = int(config.architectures_per_step)
         if self.architectures_per_step < 1:
@@ -134,7 +150,6 @@ class SearchTask(Task):
         self.weight_decay = (
             config.weight_decay if config.weight_decay is not None else default_search_weight_decay(self.space)
         )
-        self.data = dataset_from_config(config)
         self.total_steps = total_steps_for(
             config.steps, config.epochs, self.data.num_examples("train"), config.batch_size
         )
@@ -150,18 +165,35 @@ class SearchTask(Task):
             )
         self.validation_batch_size = config.batch_size * config.validation_batch_multiplier
 
-    def build(self, strategy: tf.distribute.Strategy) -> None:
+    # -- construction hooks -------------------------------------------------------------------
+    def _make_data(self):
+        """The dataset (called in `__init__` after `config` and `space` are set)."""
+        return dataset_from_config(self.config)
+
+    def _make_cost_model(self):
+        """The cost model of the reward; it needs `mask_cost` (warmup masks are scored)."""
+        return cost_models.get_cost_model(self.config.cost_model, self.space)
+
+    def _default_target_latency(self) -> float:
+        """T0 when `config.target_latency` is not set."""
+        return self.space.target_latency
+
+    def _build_supernet(self, shape: tuple):
+        """The weight-sharing model, every variable created; it has an `execution` attribute."""
         config = self.config
-        self.num_replicas = strategy.num_replicas_in_sync
-        self._check_batch_sizes()
-        shape = (config.image_size, config.image_size, 3)
-        self.supernet = build_supernet(
+        return build_supernet(
             self.space,
             num_classes=self.data.num_classes,
             input_shape=shape,
             zero_init_residual=config.zero_init_residual,
             execution=config.supernet_execution,
         )
+
+    def build(self, strategy: tf.distribute.Strategy) -> None:
+        config = self.config
+        self.num_replicas = strategy.num_replicas_in_sync
+        self._check_batch_sizes()
+        self.supernet = self._build_supernet((config.image_size, config.image_size, 3))
         self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
         logging.info(
             "Supernet execution: %s%s (--supernet_execution=%s)",
@@ -244,15 +276,46 @@ class SearchTask(Task):
             return "op_warmup"
         return "one_hot"
 
-    def _split(self, tensor):
-        """`[K · n, ...]` -> `[K, n, ...]` (the K micro-batches / validation groups)."""
-        return tf.reshape(tensor, [self.architectures_per_step, -1] + tensor.shape[1:].as_list())
+    def _split(self, tensors):
+        """`[K · n, ...]` -> `[K, n, ...]` (the K micro-batches / validation groups) for each tensor of a structure."""
+
+        def split(tensor):
+            return tf.reshape(tensor, [self.architectures_per_step, -1] + tensor.shape[1:].as_list())
+
+        return tf.nest.map_structure(split, tensors)
+
+    @staticmethod
+    def _group(tensors, index):
+        """Micro-batch / validation group `index` of a structure split by `_split`."""
+        return tf.nest.map_structure(lambda tensor: tensor[index], tensors)
+
+    def _micro_batch_loss(self, images, labels, sample_masks, one_hot) -> dict:
+        """The weight loss of one micro-batch under one sample's masks (inside the gradient tape).
+
+        Returns:
+          `{name: scalar}` for every name of `train_metric_names`; `"loss"` is differentiated.
+        """
+        logits = self.supernet(images, sample_masks, training=True, one_hot=one_hot)
+        cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
+        # The reference's l2(weight_decay / 2) over the active non-classifier kernels.
+        regularization = self.weight_decay / 2 * self.supernet.regularization_loss(sample_masks)
+        return {
+            "loss": cross_entropy + regularization,
+            "cross_entropy": cross_entropy,
+            "regularization_loss": regularization,
+            "train_accuracy": top1_accuracy(labels, logits),
+        }
+
+    def _quality(self, images, labels, sample_masks, one_hot) -> tf.Tensor:
+        """Q(α) of one sample on its validation group: top-1 accuracy (batch statistics)."""
+        logits = self.supernet(images, sample_masks, training=False, one_hot=one_hot)
+        return top1_accuracy(labels, logits)
 
     def _micro_batch_gradients(self, images, labels, step, op_probability, filter_probability, one_hot):
         """Samples K architectures and sums the gradients of their micro-batches (one traced loop body).
 
         Returns:
-          `(gradient sums, [loss, cross-entropy, regularisation, accuracy] sums, Sample of [K, ...])`.
+          `(gradient sums, sums of the `train_metric_names` values [M], Sample of [K, ...])`.
         """
         variables = self.supernet.trainable_variables
         count = self.architectures_per_step
@@ -271,32 +334,27 @@ class SearchTask(Task):
             sample = self.policies.sample_with_warmup(index, seed, op_probability, filter_probability)
             sample_masks = masks.unpad_masks(self.space, sample.masks)
             with tf.GradientTape() as tape:
-                logits = self.supernet(images[index], sample_masks, training=True, one_hot=one_hot)
-                cross_entropy = classification_loss(labels[index], logits, self.config.label_smoothing)
-                # The reference's l2(weight_decay / 2) over the active non-classifier kernels.
-                regularization = self.weight_decay / 2 * self.supernet.regularization_loss(sample_masks)
-                loss = cross_entropy + regularization
-            gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                metrics = self._micro_batch_loss(images[index], self._group(labels, index), sample_masks, one_hot)
+            gradients = tape.gradient(metrics["loss"], variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gradient_sums = [total + tf.convert_to_tensor(g) for total, g in zip(gradient_sums, gradients)]
-            stats = tf.stack([loss, cross_entropy, regularization, top1_accuracy(labels[index], logits)])
+            stats = tf.stack([tf.cast(metrics[name], tf.float32) for name in self.train_metric_names])
             fields = [array.write(index, value) for array, value in zip(fields, sample)]
             return index + 1, gradient_sums, stat_sums + stats, fields
 
         _, gradient_sums, stat_sums, fields = tf.while_loop(
             lambda index, *_: index < count,
             body,
-            (tf.constant(0), [tf.zeros_like(v) for v in variables], tf.zeros([4]), fields),
+            (tf.constant(0), [tf.zeros_like(v) for v in variables], tf.zeros([len(self.train_metric_names)]), fields),
             parallel_iterations=1,
         )
         return gradient_sums, stat_sums, Sample(*(array.stack() for array in fields))
 
     def _qualities(self, images, labels, samples: Sample, one_hot):
-        """Top-1 accuracy of each sample on its validation group, `[K]` (one traced loop body)."""
+        """`_quality` of each sample on its validation group, `[K]` (one traced loop body)."""
 
         def score(index):
             sample_masks = masks.unpad_masks(self.space, samples.masks[index])
-            logits = self.supernet(images[index], sample_masks, training=False, one_hot=one_hot)
-            return top1_accuracy(labels[index], logits)
+            return tf.cast(self._quality(images[index], self._group(labels, index), sample_masks, one_hot), tf.float32)
 
         return tf.map_fn(
             score, tf.range(self.architectures_per_step), fn_output_signature=tf.float32, parallel_iterations=1
@@ -328,16 +386,13 @@ class SearchTask(Task):
         )
         target_stats = self.policies.step(samples, reward, learning_rate)
         rl_stats = target_stats[0] if len(target_stats) == 1 else _mean_stats(target_stats)
-        means = stat_sums / float(self.architectures_per_step)
+        means = tf.unstack(stat_sums / float(self.architectures_per_step))
         return {
             "samples": samples,
             "quality": quality,
             "cost": cost,
             "reward": reward,
-            "loss": means[0],
-            "cross_entropy": means[1],
-            "regularization_loss": means[2],
-            "train_accuracy": means[3],
+            **dict(zip(self.train_metric_names, means)),
             "rl_learning_rate": learning_rate,
             "warmup_probability": probability,
             "rl": rl_stats,
@@ -349,11 +404,8 @@ class SearchTask(Task):
         result = self.search_step(inputs, step, phase or self.phase(0))
         cost = tf.reduce_mean(result["cost"])
         return {
-            "loss": result["loss"],
-            "cross_entropy": result["cross_entropy"],
-            "regularization_loss": result["regularization_loss"],
-            "train_accuracy": result["train_accuracy"],
-            "valid_accuracy": tf.reduce_mean(result["quality"]),
+            **{name: result[name] for name in self.train_metric_names},
+            self.quality_name: tf.reduce_mean(result["quality"]),
             "reward": tf.reduce_mean(result["reward"]),
             "cost": cost,
             "cost_ratio": cost / self.target_latency,
@@ -417,12 +469,16 @@ class SearchTask(Task):
     progress_names = ("loss", "valid_accuracy", "cost", "most_likely_cost")
 
     def progress_values(self, metrics: dict) -> list:
-        keys = ("loss", "valid_accuracy", "cost")
+        keys = ("loss", self.quality_name, "cost")
         values = [(key, metrics[key]) for key in keys]
         if len(self.targets) == 1:
             return values + [("most_likely_cost", self.most_likely()[1])]
         costs = [cost for _, cost in self.most_likely_per_target()]
         return values + [(f"most_likely_{label}", cost) for label, cost in zip(self.target_labels, costs)]
+
+    def _result_fields(self) -> dict:
+        """Extra fields of `architecture.json` (a subclass's task, dataset, ...)."""
+        return {}
 
     def finalize(self, model_dir: str, history: list) -> dict:
         """Writes the outputs (see `architecture_file_name`); returns the architecture.json dict.
@@ -439,6 +495,7 @@ class SearchTask(Task):
             "cost_model": self.config.cost_model,
             "target_latency": self.target_latency,
             "config": dataclasses.asdict(self.config),
+            **self._result_fields(),
         }
         write_atomic(os.path.join(model_dir, "architecture.json"), json.dumps(result, indent=2))
         probabilities = [np.asarray(p).tolist() for p in self.controller.probabilities()]
@@ -492,6 +549,7 @@ class SearchTask(Task):
                 "cost_model": self.config.cost_model,
                 "target_latency": self.targets[index],
                 "config": config,
+                **self._result_fields(),
             }
             write_atomic(os.path.join(model_dir, self.architecture_file_name(index)), json.dumps(result, indent=2))
             results.append(result)

@@ -22,7 +22,7 @@ from tunas_keras.models.standalone import build_model, kernel_weights
 from tunas_keras.schema import Architecture
 from tunas_keras.training import schedules
 from tunas_keras.training.child_ranking import load_search_supernet, read_search_config
-from tunas_keras.training.config import TrainConfig
+from tunas_keras.training.config import SearchConfig, TrainConfig
 from tunas_keras.training.search_task import classification_loss, dataset_from_config, top1_accuracy, total_steps_for
 from tunas_keras.training.trainer import Task, write_atomic
 
@@ -51,8 +51,15 @@ def kernel_l2(model: keras.Model):
     return tf.add_n([tf.reduce_sum(tf.square(kernel)) for kernel in kernels])
 
 
-class StandaloneTask(Task):
-    """Trains `build_model(architecture)` with the reference recipe."""
+class SingleModelTask(Task):
+    """What the standalone training of one model shares across tasks (classification here, detection
+    in `detection.tasks`): the protocol's splits, the architecture (and its `init_from_supernet`
+    search, checked up front), the data, the step count, the optimizer and the training pipeline.
+
+    Subclasses build the model and define the step; `_make_data` gives the dataset.
+    """
+
+    search_config_class = SearchConfig  # the config class of the searches `init_from_supernet` reads
 
     def __init__(self, config: TrainConfig):
         if config.protocol not in PROTOCOLS:
@@ -65,12 +72,49 @@ class StandaloneTask(Task):
             config.architecture, config.indices, config.space, config.reference
         )
         if config.init_from_supernet:
-            supernet_source(self.architecture, config.init_from_supernet)
-        self.data = dataset_from_config(config)
+            supernet_source(self.architecture, config.init_from_supernet, self.search_config_class)
+        self.data = self._make_data()
         self.train_split, self.eval_split = PROTOCOLS[config.protocol]
-        examples = self.data.num_examples(self.train_split)
-        self.total_steps = total_steps_for(config.steps, config.epochs, examples, config.batch_size)
-        self.epochs = self.total_steps * config.batch_size / examples
+        self.train_examples = self.data.num_examples(self.train_split)
+        self.total_steps = total_steps_for(config.steps, config.epochs, self.train_examples, config.batch_size)
+
+    def _make_data(self):
+        """The dataset (called in `__init__` after `config` is set)."""
+        return dataset_from_config(self.config)
+
+    def _build_optimizer(self, variables) -> None:
+        """`self.optimizer` of the config's recipe, its slots created now (not in the first step: a
+        tf.function that creates variables traces twice)."""
+        config = self.config
+        self.optimizer = schedules.make_optimizer(
+            config.optimizer,
+            config.learning_rate,
+            config.batch_size,
+            self.total_steps,
+            config.learning_rate_warmup_fraction,
+        )
+        schedules.create_optimizer_slots(self.optimizer, variables)
+
+    def dataset_fn(self, start_step: int):
+        def make(input_context):
+            dataset = self.data.make(
+                self.train_split,
+                self.config.batch_size,
+                training=True,
+                seed=self.config.seed,
+                input_context=input_context,
+            )
+            return dataset.skip(start_step)
+
+        return make
+
+
+class StandaloneTask(SingleModelTask):
+    """Trains `build_model(architecture)` with the reference recipe."""
+
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        self.epochs = self.total_steps * config.batch_size / self.train_examples
         self.dropout_rate = (
             config.dropout_rate
             if config.dropout_rate is not None
@@ -89,14 +133,7 @@ class StandaloneTask(Task):
         )
         if config.init_from_supernet:
             copy_weights_from_supernet(self.model, self.architecture, config.init_from_supernet)
-        self.optimizer = schedules.make_optimizer(
-            config.optimizer,
-            config.learning_rate,
-            config.batch_size,
-            self.total_steps,
-            config.learning_rate_warmup_fraction,
-        )
-        schedules.create_optimizer_slots(self.optimizer, self.model.trainable_variables)
+        self._build_optimizer(self.model.trainable_variables)
         self.averages = None
         if config.weight_ema:
             self.averages = [
@@ -109,19 +146,6 @@ class StandaloneTask(Task):
         if self.averages is not None:
             items["weight_averages"] = self.averages
         return items
-
-    def dataset_fn(self, start_step: int):
-        def make(input_context):
-            dataset = self.data.make(
-                self.train_split,
-                self.config.batch_size,
-                training=True,
-                seed=self.config.seed,
-                input_context=input_context,
-            )
-            return dataset.skip(start_step)
-
-        return make
 
     def replica_step(self, inputs, step, phase=None) -> dict:
         images, labels = inputs
@@ -202,15 +226,18 @@ def evaluate(model: keras.Model, data, split: str, batch_size: int, max_batches:
     }
 
 
-def supernet_source(architecture, search_dir: str) -> tuple:
+def supernet_source(architecture, search_dir: str, config_class: type = SearchConfig) -> tuple:
     """`(search config, checkpoint path)` of the search in `search_dir` that `architecture` can start
-    from; a ValueError naming `init_from_supernet` otherwise (cheap: reads config.json only)."""
+    from; a ValueError naming `init_from_supernet` otherwise (cheap: reads config.json only).
+
+    `config_class`: the search's config dataclass (e.g. `detection.config.DetectionSearchConfig`).
+    """
     if not isinstance(architecture, Architecture):
         raise ValueError(
             "Invalid value for argument `init_from_supernet`: only searched architectures (points of a space) can "
             f"start from supernet weights. Received a reference name: {architecture!r}"
         )
-    search_config, checkpoint_path = read_search_config(search_dir, argument="init_from_supernet")
+    search_config, checkpoint_path = read_search_config(search_dir, "init_from_supernet", config_class)
     if search_spaces.get_search_space(search_config.space).name != architecture.space:
         raise ValueError(
             f"Invalid value for argument `init_from_supernet`: the search used space {search_config.space!r}, "

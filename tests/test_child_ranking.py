@@ -1,5 +1,7 @@
 """A search's supernet restored from its checkpoint: children's ranking, and weights for training."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,6 +30,9 @@ def search(tmp_path_factory):
         variable.assign_add(rng.normal(0.0, 0.1, variable.shape).astype(np.float32))
     checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), supernet=supernet)
     tf.train.CheckpointManager(checkpoint, str(directory / "checkpoints"), max_to_keep=1).save()
+    found = tunas_keras.reference_architecture("proxylessnas_mobile", space="proxyless")
+    index = {"architectures": [{"target_latency": 84.0, "indices": list(found.indices)}]}
+    (directory / "architectures.json").write_text(json.dumps(index))  # what a search writes
     return str(directory), supernet, config
 
 
@@ -35,8 +40,9 @@ def test_rank_children_evaluates_each_child_like_its_extracted_model(search):
     search_dir, supernet, config = search
     result = rank_children(search_dir, num_architectures=3, num_batches=1, batch_size=16, seed=0)
     images, labels = next(iter(dataset_from_config(config).make("valid", 16, training=False, repeat=False)))
-    entries = result["children"] + [result["smallest"], result["largest"]]
+    entries = result["children"] + [result["smallest"], result["largest"]] + result["found"]
     assert len(result["children"]) == 3 and result["num_images"] == 16
+    assert [entry["target_latency"] for entry in result["found"]] == [84.0]
     for entry in entries:
         architecture = supernet.space.architecture(entry["indices"])
         assert entry["cost"] == pytest.approx(estimate_cost(architecture), abs=1e-9)

@@ -149,6 +149,9 @@ BAD_INPUTS = [
     ("search", ["--spce=proxyless", "--model_dir={E}"], "spce"),
     ("search", ["--noop_warmup=maybe", "--model_dir={E}"], "op_warmup"),
     ("search", ["--model_dir={E}", "proxyless"], "positional"),
+    ("search", ["--target_latency=60,84,110", "--model_dir={E}"], "`architectures_per_step`"),  # 4 per step
+    ("search", ["--target_latency=60,fast", "--model_dir={E}"], "`target_latency`"),
+    ("search", ["--target_latency=60,60", "--architectures_per_step=2", "--model_dir={E}"], "`target_latency`"),
     ("train", ["--architecture={F}/missing.json", "--model_dir={E}"], "`architecture`"),
     ("train", ["--architecture={F}/future.json", "--model_dir={E}"], "`architecture`"),
     ("train", ["--indices=0:1", "--space=proxyless", "--model_dir={E}"], "`indices`"),
@@ -195,6 +198,8 @@ BAD_INPUTS = [
     ("simulate_controller", ["--spaces=nope"], "`space`"),
     ("simulate_controller", ["--betas=0.1"], "`betas`"),
     ("simulate_controller", ["--rewards=absolute"], "`rewards`"),
+    ("simulate_controller", ["--targets=60,84,110", "--batch_size=4"], "`batch_size`"),
+    ("simulate_controller", ["--targets=60,-84"], "`targets`"),
     ("compare", ["--searched={F}/not_a_run", "--output={E}/comparison"], "`searched`"),
     ("compare", ["--num_random=2", "--search_config={F}/missing.yaml", "--output={E}/comparison"], "`search_config`"),
     ("compare", ["--num_searches=1", "--train_config={F}/unknown.yaml", "--output={E}/comparison"], "`train_config`"),

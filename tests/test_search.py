@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import tunas_keras
-from tests.conftest import SPACE_NAMES
+from tests.conftest import SPACE_NAMES, tiny_search_space
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.search import run_search
+from tunas_keras.training.search_task import SearchTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,20 +64,37 @@ def _check_search_outputs(model_dir, result, space_name):
 def test_short_search_writes_architecture_and_moves_only_after_rl_delay(tmp_path, space_name):
     result = run_search(_config(tmp_path, space=space_name))
     _check_search_outputs(tmp_path / "search", result, space_name)
-    if space_name != "proxyless":
-        return
-    # The default space's run is also the reference of the resume test (one search less in CI):
-    # stopped after step 5 and resumed, the search ends as the uninterrupted one did.
-    stopped = run_search(_config(tmp_path, model_dir=str(tmp_path / "split")), stop_after=5)
-    assert stopped == {"stopped_at": 5}
-    resumed = run_search(_config(tmp_path, model_dir=str(tmp_path / "split")))
+
+
+def _assert_resume_equals_uninterrupted(tmp_path, space=None, **overrides):
+    """A search stopped after step 5 and resumed ends as the uninterrupted one (`space`: a space object)."""
+
+    def run(name, **kwargs):
+        config = _config(tmp_path, model_dir=str(tmp_path / name), **overrides)
+        task = SearchTask(config, space=space) if space is not None else None
+        return run_search(config, task=task, **kwargs)
+
+    full = run("full")
+    assert run("split", stop_after=5) == {"stopped_at": 5}
+    resumed = run("split")
     assert resumed["resumed_from_step"] == 5
-    assert resumed["indices"] == result["indices"]
-    full_log = json.load(open(tmp_path / "search" / "search_log.json"))
+    assert resumed["indices"] == full["indices"]
+    full_log = json.load(open(tmp_path / "full" / "search_log.json"))
     resumed_log = json.load(open(tmp_path / "split" / "search_log.json"))
     np.testing.assert_allclose(
         np.concatenate(resumed_log["final_probabilities"]), np.concatenate(full_log["final_probabilities"]), atol=1e-5
     )
+
+
+def test_interrupted_search_ends_with_the_same_architecture(tmp_path):
+    # The tiny test space (the same search code, a supernet that traces in seconds): resuming does
+    # not depend on the space, and three whole-space searches would cost ~1.5 CI minutes.
+    _assert_resume_equals_uninterrupted(tmp_path, tiny_search_space(), cost_model="macs", target_latency=6.0)
+
+
+@pytest.mark.slow  # three searches of the whole proxyless space
+def test_interrupted_proxyless_search_ends_with_the_same_architecture(tmp_path):
+    _assert_resume_equals_uninterrupted(tmp_path)
 
 
 @pytest.mark.slow  # two replicas, each its own copy of the step graph
@@ -90,6 +108,7 @@ def test_multi_replica_search_on_logical_cpus(tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tunas_keras.training.config import SearchConfig
         from tunas_keras.training.search import run_search
+from tunas_keras.training.search_task import SearchTask
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         config = SearchConfig(steps=6, batch_size=8, validation_batch_multiplier=2, image_size=32,
                               model_dir={str(tmp_path / "mirrored")!r}, progress_bar=False, summary_every=1)

@@ -5,7 +5,9 @@
 Restores the supernet of `--search_dir`, evaluates uniformly sampled children and the space's
 smallest and largest architecture on held-out ("valid") batches, exactly as the search's
 validation pass does, and prints Spearman's correlation of accuracy with cost and the mean
-accuracy of the cheapest, middle and dearest third. `--output` keeps every child as JSON.
+accuracy of the cheapest, middle and dearest third. The search's own architectures
+(architectures.json: one per target) are evaluated beside them; `--pareto_plot` draws all of
+them as accuracy vs cost with the Pareto front. `--output` keeps every child as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 from absl import flags
 
 from tunas_keras import cli, errors
+from tunas_keras.cost_models import get_cost_model
+from tunas_keras.training import pareto
 from tunas_keras.training.child_ranking import rank_children, read_search_config
 from tunas_keras.training.trainer import check_checkpoint_readable, check_writable_file, write_atomic
 
@@ -29,6 +33,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("seed", 0, "Seed of the sampled architectures.")
 flags.DEFINE_string("output", None, "Optional JSON file for the full result.")
+flags.DEFINE_string("pareto_plot", None, "Optional PNG: accuracy vs cost of the found architectures and the children.")
 flags.mark_flag_as_required("search_dir")
 
 
@@ -37,8 +42,9 @@ def main(argv):
     with errors.user_input():
         _, checkpoint_path = read_search_config(FLAGS.search_dir)
         check_checkpoint_readable(checkpoint_path, argument="search_dir")
-        if FLAGS.output:
-            check_writable_file(FLAGS.output, "output")
+        for argument in ("output", "pareto_plot"):
+            if FLAGS[argument].value:
+                check_writable_file(FLAGS[argument].value, argument)
     result = rank_children(FLAGS.search_dir, FLAGS.num_architectures, FLAGS.num_batches, FLAGS.batch_size, FLAGS.seed)
     print(f"{result['space']}: {len(result['children'])} children, {result['num_images']} held-out images each")
     for name in ("smallest", "largest"):
@@ -49,6 +55,13 @@ def main(argv):
     terciles = ", ".join(f"{accuracy:.3f}" for accuracy in result["accuracy_by_cost_tercile"])
     print(f"  mean accuracy by cost tercile (cheapest first): {terciles}")
     print(f"  Spearman(cost, accuracy) = {result['spearman']:+.3f}")
+    for entry in result["found"]:
+        target = entry["target_latency"]
+        print(f"  found for {target:g}: cost {entry['cost']:8.2f}  accuracy {entry['accuracy']:.3f}")
+    if FLAGS.pareto_plot:
+        units = get_cost_model(result["cost_model"], result["space"]).units
+        pareto.write_pareto_plot(FLAGS.pareto_plot, result, units)
+        print(f"Wrote {FLAGS.pareto_plot}")
     if FLAGS.output:
         write_atomic(FLAGS.output, json.dumps(result, indent=2))
         print(f"Wrote {FLAGS.output}")

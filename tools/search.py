@@ -16,6 +16,15 @@ type and default); `--config run.yaml` loads a file and flags override it. A run
 moment (even with kill -9) resumes when restarted with the same command and ends as an
 uninterrupted one; with `--deterministic` (the default) the same command and seed give the same
 search, bit for bit, on one machine.
+
+Several targets in one search, one controller each over one shared supernet (the K
+architectures of a step are divided among them, so K must be a multiple of their number):
+
+    python tools/search.py --target_latency=60,84,110 --architectures_per_step=6 --batch_size=36
+
+writes architecture_60ms.json, architecture_84ms.json, architecture_110ms.json, their index
+architectures.json, report.png (every target) and pareto.png (the found architectures against
+uniform children under the final shared weights).
 """
 
 import sys
@@ -61,6 +70,8 @@ def main(argv):
     except FloatingPointError as error:
         print(f"Search stopped: {error}", file=sys.stderr)
         return 1
+    if "indices" not in result:  # several targets
+        return _print_targets(config, result, is_chief(strategy), task.data.num_classes)
     if not is_chief(strategy):
         print(f"Worker done; the chief writes the outputs. Final architecture: {':'.join(map(str, result['indices']))}")
         return 0
@@ -78,6 +89,28 @@ def main(argv):
     print("Next steps (train the found architecture, export those weights to TFLite, time it):")
     for command in next_step_commands(config, task.data.num_classes):
         print(f"  {command}")
+    return 0
+
+
+def _print_targets(config, result: dict, chief: bool, num_classes: int) -> int:
+    """The summary of a multi-target search: one line per target, the outputs, next steps per target."""
+    print()
+    for entry in result["architectures"]:
+        indices = ":".join(map(str, entry["indices"]))
+        cost = f"{entry['cost']:.2f} ({100 * entry['relative_error']:+.1f} %)"
+        print(f"Target {entry['target_latency']:g}: {indices}  cost ({result['cost_model']}) {cost} -> {entry['file']}")
+    if not chief:
+        print("Worker done; the chief writes the outputs.")
+        return 0
+    print(
+        f"Wall time: {result['wall_time_s']:.0f} s. Outputs in {config.model_dir}/ (one architecture_<target>.json "
+        "per target, architectures.json listing them, report.png, pareto.png)"
+    )
+    for entry in result["architectures"]:
+        print(f"Next steps for target {entry['target_latency']:g} (train, export to int8 TFLite, time it):")
+        standalone = f"standalone_{entry['label']}"
+        for command in search_lib.next_step_commands(config, num_classes, entry["file"], standalone):
+            print(f"  {command}")
     return 0
 
 

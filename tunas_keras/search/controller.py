@@ -123,19 +123,22 @@ class Controller(tf.Module):
         """Softmax of every decision's logits (a list of `[num_choices]` tensors)."""
         return [tf.nn.softmax(logits) for logits in self.logits]
 
-    def sample(self, seed, batch_size: int = None) -> tf.Tensor:
+    def sample(self, seed, batch_size: int = None, padded_logits=None) -> tf.Tensor:
         """Draws architectures, deterministically in `seed` (an int tensor of shape [2]).
 
         Args:
           seed: the stateless seed.
           batch_size: if given, draw that many independent architectures.
+          padded_logits: draw from these `[num_decisions, max_choices]` logits (e.g. another
+            controller's of the same space, chosen inside a loop) instead of this controller's.
 
         Returns:
           int32 `[num_decisions]`, or `[batch_size, num_decisions]` with `batch_size`.
         """
         seed = _check_seed(seed)
         count = 1 if batch_size is None else int(batch_size)
-        draws = tf.random.stateless_categorical(self.padded_logits(), count, seed=seed, dtype=tf.int32)  # [D, count]
+        logits = self.padded_logits() if padded_logits is None else padded_logits
+        draws = tf.random.stateless_categorical(logits, count, seed=seed, dtype=tf.int32)  # [D, count]
         return draws[:, 0] if batch_size is None else tf.transpose(draws)
 
     def sample_masks(self, seed, op_probability=0.0, filter_probability=0.0) -> tuple[tf.Tensor, list]:
@@ -150,14 +153,17 @@ class Controller(tf.Module):
         indices, masks, _, _ = self._draw(seed, op_probability, filter_probability)
         return indices, masks
 
-    def sample_with_warmup(self, seed, op_probability=0.0, filter_probability=0.0) -> Sample:
-        """As `sample_masks` (the same draws), as a `Sample` that `log_prob` / `entropy` score."""
-        indices, masks, replaced, probability = self._draw(seed, op_probability, filter_probability)
+    def sample_with_warmup(self, seed, op_probability=0.0, filter_probability=0.0, padded_logits=None) -> Sample:
+        """As `sample_masks` (the same draws), as a `Sample` that `log_prob` / `entropy` score.
+
+        `padded_logits`: as in `sample` (draw from another controller's logits of this space).
+        """
+        indices, masks, replaced, probability = self._draw(seed, op_probability, filter_probability, padded_logits)
         return Sample(indices, pad_masks(self.space, masks), replaced, probability)
 
-    def _draw(self, seed, op_probability, filter_probability):
+    def _draw(self, seed, op_probability, filter_probability, padded_logits=None):
         sample_seed, warmup_seed = tf.unstack(tf.random.experimental.stateless_split(_check_seed(seed), 2))
-        indices = self.sample(sample_seed)
+        indices = self.sample(sample_seed, padded_logits=padded_logits)
         masks, replaced, probability = self.warmup.replace(
             one_hot_masks(self.space, indices), op_probability, filter_probability, warmup_seed
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -87,7 +88,8 @@ def rank_children(
       `{"children": [{"indices", "cost", "accuracy"}, ...], "spearman": accuracy vs cost over
       the sampled children, "smallest" / "largest": the extreme architectures' entries,
       "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
-      "num_images", "space", "cost_model"}`.
+      "found": the search's own architectures (`found_architectures`) with their accuracy and
+      "target_latency", "num_images", "space", "cost_model"}`.
     """
     checks = (
         ("num_architectures", num_architectures, 3),
@@ -100,12 +102,46 @@ def rank_children(
     config, checkpoint_path = read_search_config(search_dir)
     data = dataset_from_config(config)
     supernet = load_search_supernet(config, checkpoint_path, data.num_classes)
+    cost_model = cost_models.get_cost_model(config.cost_model, supernet.space)
+    found = found_architectures(search_dir)
+    ranking = rank_supernet_children(
+        supernet, data, cost_model, num_architectures, num_batches, batch_size, seed, found
+    )
+    return {**ranking, "cost_model": config.cost_model}  # as the search names it (e.g. a .json path)
+
+
+def found_architectures(search_dir: str) -> list:
+    """The entries of a search's architectures.json index (one per target; `[]` without one).
+
+    A search from before the index existed: its architecture.json, as one entry.
+    """
+    for name in ("architectures.json", "architecture.json"):
+        path = os.path.join(search_dir, name)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                stored = json.load(handle)
+            return stored["architectures"] if name == "architectures.json" else [stored]
+    return []
+
+
+def rank_supernet_children(
+    supernet: Supernet,
+    data,
+    cost_model,
+    num_architectures: int,
+    num_batches: int,
+    batch_size: int,
+    seed: int = 0,
+    found: Sequence[dict] = (),
+) -> dict:
+    """`rank_children` on a built supernet and dataset (e.g. a running search's), with `found`
+    (entries with "indices" and "target_latency") evaluated beside the uniform children."""
     batches = list(data.make("valid", batch_size, training=False, repeat=False).take(num_batches))
     space = supernet.space
     sampled = uniform_indices(space, np.random.default_rng(seed), num_architectures)
-    indices = np.concatenate([sampled, np.asarray(extreme_indices(space), np.int32)])
+    found_indices = np.asarray([entry["indices"] for entry in found], np.int32).reshape(-1, space.num_decisions)
+    indices = np.concatenate([sampled, np.asarray(extreme_indices(space), np.int32), found_indices])
     accuracies = evaluate_children(supernet, indices, batches)
-    cost_model = cost_models.get_cost_model(config.cost_model, space)
     costs = np.asarray([cost_model.cost(row.tolist()) for row in indices])
     children = [
         {"indices": row.tolist(), "cost": float(cost), "accuracy": float(accuracy)}
@@ -114,11 +150,15 @@ def rank_children(
     order = np.argsort(costs[:num_architectures], kind="stable")
     return {
         "space": space.name,
-        "cost_model": config.cost_model,
+        "cost_model": cost_model.name,
         "num_images": sum(int(labels.shape[0]) for _, labels in batches),
         "children": children[:num_architectures],
         "smallest": children[num_architectures],
         "largest": children[num_architectures + 1],
+        "found": [
+            {**child, "target_latency": entry.get("target_latency")}
+            for child, entry in zip(children[num_architectures + 2 :], found)
+        ],
         "spearman": spearman(costs[:num_architectures], accuracies[:num_architectures]),
         "accuracy_by_cost_tercile": [float(np.mean(accuracies[part])) for part in np.array_split(order, 3)],
     }

@@ -12,7 +12,7 @@ import difflib
 import json
 import os
 import sys
-from typing import Any, Optional, Type, TypeVar, get_type_hints
+from typing import Any, Optional, Type, TypeVar, Union, get_type_hints
 
 import yaml
 
@@ -66,7 +66,9 @@ class SearchConfig(RunConfig):
     """
 
     space: str = "proxyless"
-    target_latency: Optional[float] = None  # ms; None: the space's default (84 / 57)
+    # ms; None: the space's default (84 / 57). Several targets (a list, or "60,84,110" on the command
+    # line): one controller per target over one shared supernet (tunas_keras.search.multi_target).
+    target_latency: Union[float, list, None] = None
     reward: str = "abs"
     beta: float = -0.1
     cost_model: str = "pixel1"
@@ -156,6 +158,9 @@ FIELD_HELP = {
     "space": "Search space: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "TrainConfig.space": "Search space of --indices: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "target_latency": "Target cost T0 in the cost model's units (ms); None: the space's default (84 / 57).",
+    "SearchConfig.target_latency": "Target cost T0 in the cost model's units (ms), or several, comma-separated "
+    "(e.g. 60,84,110: one controller per target over one shared supernet; --architectures_per_step must be a "
+    "multiple of their number); None: the space's default (84 / 57).",
     "reward": "RL reward: abs (TuNAS), mnas (soft exponent) or mnas_hard.",
     "beta": "Cost exponent / penalty beta of the reward, a negative number.",
     "cost_model": "Cost model: pixel1 (simulated Pixel-1 latency, ms), macs, params, or a coefficient .json file.",
@@ -198,6 +203,15 @@ def _in_range(low, high, closed_high=False):
     return check, f"a number in [{low}, {high}{bracket}"
 
 
+def _positive_numbers(value) -> bool:
+    """Whether `value` is a number > 0, or a list (or "60,84,110") of them."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return bool(items) and all(float(item) > 0 for item in items)
+    except (TypeError, ValueError):
+        return False
+
+
 # Range checks of numeric fields (None always passes where the field is Optional). Choices
 # (space, reward, cost model, dataset, optimizer, strategy, protocol) are checked by their
 # registries when a task is created.
@@ -213,7 +227,7 @@ FIELD_CHECKS = {
     "weight_decay": _at_least(0, integer=False),
     "checkpoint_every": _at_least(1),
     "summary_every": _at_least(1),
-    "target_latency": ((lambda value: value > 0), "a number > 0"),
+    "target_latency": (_positive_numbers, "a number > 0 (or a list of them)"),
     "beta": ((lambda value: value < 0), "a negative number"),
     "validation_batch_multiplier": _at_least(1),
     "architectures_per_step": _at_least(1),
@@ -293,6 +307,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if "Optional" in text or "None" in text:
             return None
         raise ValueError(f"Invalid value for argument `{name}`. Expected {_type_name(annotation)}. Received: None")
+    if "list" in text:
+        return _number_or_numbers(name, value)
     kinds = [(bool, "bool"), (int, "int"), (float, "float"), (str, "str")]
     for kind, label in kinds:
         if label in text:
@@ -308,6 +324,21 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                 message = f"Invalid value for argument `{name}`. Expected {label}. Received: {value!r}"
                 raise ValueError(message) from error
     return value
+
+
+def _number_or_numbers(name: str, value: Any) -> Any:
+    """A float, or a list of floats from a list or "60,84,110"; a single value stays a float (as a float field's)."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",") if isinstance(value, str) else [value]
+    try:
+        numbers = [float(item) for item in items if not isinstance(item, bool)]
+    except (TypeError, ValueError):
+        numbers = []
+    if not numbers or len(numbers) != len(items):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a number or a comma-separated list of numbers. "
+            f"Received: {value!r}"
+        )
+    return numbers[0] if len(numbers) == 1 else numbers
 
 
 def config_from_dict(config_class: Type[ConfigT], data: dict, base: Optional[ConfigT] = None) -> ConfigT:

@@ -41,18 +41,24 @@ def train_recipe(config: SearchConfig) -> dict:
     return dict(EMBEDDED_TRAIN_RECIPE) if config.dataset == "embedded" else {}
 
 
-def next_step_commands(config: SearchConfig, num_classes: int) -> list:
+def next_step_commands(
+    config: SearchConfig, num_classes: int, architecture_file: str = "architecture.json", standalone: str = "standalone"
+) -> list:
     """The train → export → latency commands for a finished search, chained through their files.
 
+    `architecture_file` / `standalone`: the architecture (in the model dir) and the training
+    directory under it, e.g. "architecture_84ms.json" / "standalone_84ms" for one target of a
+    multi-target search.
+
     1. `tools/train.py` trains the found architecture on the search's data and resolution
-       (writes `<model_dir>/standalone/model.weights.h5`);
+       (writes `<model_dir>/<standalone>/model.weights.h5`);
     2. `tools/export_tflite.py` exports *those* weights with the dataset's classes and the same
        resolution, int8 (post-training quantisation calibrated on the training split), and checks
        Keras-vs-TFLite parity on held-out images;
     3. `tools/benchmark_latency.py` times the `.tflite` on this host.
     """
-    architecture = os.path.join(config.model_dir, "architecture.json")
-    train_dir = os.path.join(config.model_dir, "standalone")
+    architecture = os.path.join(config.model_dir, architecture_file)
+    train_dir = os.path.join(config.model_dir, standalone)
     tflite_path = os.path.join(train_dir, "model_int8.tflite")
     data = f"--dataset={config.dataset} --image_size={config.image_size}"
     if config.data_dir:

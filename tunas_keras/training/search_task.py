@@ -13,6 +13,11 @@ Per replica and step (all inside `strategy.run` in one `tf.function`), with K =
 3. reward_k = f(Q_k, T(α_k)/T0) and one REINFORCE step over all K × replicas samples (baseline
    over their mean, `CrossSampleAdam`).
 
+With several targets (`--target_latency=60,84,110`, `tunas_keras.search.multi_target`) there is
+one controller per target: the K samples of a step are divided among them in blocks of K / N,
+the shared weights train on all K, and each controller's REINFORCE step uses only its own block,
+rewarded against its own target. One target is exactly the search above.
+
 References: Bender et al., CVPR 2020, §4 and Appendix E; design.md §4–§5; google-research
 `tunas/mobile_architecture_search.py`.
 """
@@ -33,8 +38,9 @@ from tunas_keras import cost_models, datasets, masks
 from tunas_keras.models.supernet import build_supernet
 from tunas_keras.registry import get_search_space
 from tunas_keras.search import rewards
-from tunas_keras.search.controller import Controller, Sample
-from tunas_keras.search.reinforce import Reinforce, rl_delay_steps, rl_learning_rate
+from tunas_keras.search.controller import Sample
+from tunas_keras.search.multi_target import TargetPolicies, parse_targets, target_label
+from tunas_keras.search.reinforce import rl_delay_steps, rl_learning_rate
 from tunas_keras.training import html_report, report, schedules
 from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
@@ -116,13 +122,30 @@ class SearchTask(Task):
         self.space = get_search_space(space if space is not None else config.space)
         self.data = self._make_data()
         self.cost_model = self._make_cost_model()
-        self.target_latency = config.target_latency or self._default_target_latency()
+        # One cost target per controller; `target_latency` is the first (a single search's only) one.
+        if config.target_latency is None:
+            self.targets = [float(self._default_target_latency())]
+        else:
+            self.targets = parse_targets(config.target_latency, None)
+        self.target_latency = self.targets[0]
         self.reward = rewards.get_reward(config.reward, beta=config.beta, target=self.target_latency)
+        self.target_labels = [target_label(target, self.cost_model.units) for target in self.targets]
         self.architectures_per_step = int(config.architectures_per_step)
         if self.architectures_per_step < 1:
             raise ValueError(
                 "Invalid value for argument `architectures_per_step`. Expected an int >= 1. "
                 f"Received: architectures_per_step={config.architectures_per_step!r}"
+            )
+        if self.architectures_per_step % len(self.targets):
+            raise ValueError(
+                f"Invalid value for argument `architectures_per_step`: {self.architectures_per_step} architectures "
+                f"per step do not divide among {len(self.targets)} targets (target_latency="
+                f"{','.join(f'{target:g}' for target in self.targets)}). Expected a multiple of {len(self.targets)}. "
+                f"Received: architectures_per_step={self.architectures_per_step}"
+            )
+        if len(self.targets) > 1:
+            self.progress_names = ("loss", "valid_accuracy", "cost") + tuple(
+                f"most_likely_{label}" for label in self.target_labels
             )
         self.weight_decay = (
             config.weight_decay if config.weight_decay is not None else default_search_weight_decay(self.space)
@@ -187,9 +210,17 @@ class SearchTask(Task):
         )
         # Slots now, not in the first step: a tf.function that creates variables traces twice.
         schedules.create_optimizer_slots(self.optimizer, self.supernet.trainable_variables)
-        self.controller = Controller(self.space)
+        self.policies = TargetPolicies(
+            self.space,
+            self.targets,
+            self.architectures_per_step,
+            reward=config.reward,
+            beta=config.beta,
+            entropy_weight=config.entropy_weight,
+        )
+        # The first target's (a single search's only) controller and REINFORCE update.
+        self.controller, self.reinforce = self.policies.controllers[0], self.policies.reinforces[0]
         self.rl_base_learning_rate = schedules.scaled_learning_rate(config.rl_learning_rate, config.batch_size)
-        self.reinforce = Reinforce(self.controller, entropy_weight=config.entropy_weight)
 
     def _check_batch_sizes(self) -> None:
         count = self.num_replicas * self.architectures_per_step
@@ -204,12 +235,12 @@ class SearchTask(Task):
                 )
 
     def checkpoint_items(self) -> dict:
-        return {
-            "supernet": self.supernet,
-            "optimizer": self.optimizer,
-            "controller": self.controller,
-            "reinforce": self.reinforce,
-        }
+        items = {"supernet": self.supernet, "optimizer": self.optimizer}
+        if len(self.targets) == 1:  # the layout of single-target checkpoints
+            return {**items, "controller": self.controller, "reinforce": self.reinforce}
+        for index, (controller, reinforce) in enumerate(zip(self.policies.controllers, self.policies.reinforces)):
+            items[f"controller_{index}"], items[f"reinforce_{index}"] = controller, reinforce
+        return items
 
     def dataset_fn(self, start_step: int):
         config, data = self.config, self.data
@@ -299,7 +330,8 @@ class SearchTask(Task):
         ]
 
         def body(index, gradient_sums, stat_sums, fields):
-            sample = self.controller.sample_with_warmup(self._seed(step, index), op_probability, filter_probability)
+            seed = self._seed(step, index)
+            sample = self.policies.sample_with_warmup(index, seed, op_probability, filter_probability)
             sample_masks = masks.unpad_masks(self.space, sample.masks)
             with tf.GradientTape() as tape:
                 metrics = self._micro_batch_loss(images[index], self._group(labels, index), sample_masks, one_hot)
@@ -348,11 +380,12 @@ class SearchTask(Task):
         self.optimizer.apply_gradients(zip([g * scale for g in gradient_sums], variables))
         quality = self._qualities(self._split(valid_images), self._split(valid_labels), samples, phase == "one_hot")
         cost = self.cost_model.mask_cost(samples.masks)
-        reward = self.reward(quality, cost)
+        reward = self.policies.reward(quality, cost)
         learning_rate = rl_learning_rate(
             step, self.total_steps, self.rl_base_learning_rate, self.config.rl_delay_fraction
         )
-        rl_stats = self.reinforce.step(samples, reward, learning_rate)
+        target_stats = self.policies.step(samples, reward, learning_rate)
+        rl_stats = target_stats[0] if len(target_stats) == 1 else _mean_stats(target_stats)
         means = tf.unstack(stat_sums / float(self.architectures_per_step))
         return {
             "samples": samples,
@@ -363,6 +396,8 @@ class SearchTask(Task):
             "rl_learning_rate": learning_rate,
             "warmup_probability": probability,
             "rl": rl_stats,
+            # Several targets: each one's statistics (not with one: the graph stays the single-target one).
+            **({"rl_per_target": target_stats} if len(target_stats) > 1 else {}),
         }
 
     def replica_step(self, inputs, step, phase=None) -> dict:
@@ -378,39 +413,81 @@ class SearchTask(Task):
             "warmup_probability": result["warmup_probability"],
             "learning_rate": tf.cast(self.optimizer.learning_rate(self.optimizer.iterations), tf.float32),
             **{key: tf.cast(value, tf.float32) for key, value in result["rl"].items() if key not in ("loss", "reward")},
+            **(self._target_metrics(result) if len(self.targets) > 1 else {}),
         }
 
+    def _target_metrics(self, result) -> dict:
+        """Per-target means of a multi-target step (`target_<label>/cost`, ...) and the mean cost ratio."""
+        split, metrics, ratios = self.policies.split, {}, []
+        blocks = zip(split(result["cost"]), split(result["quality"]), split(result["reward"]), result["rl_per_target"])
+        for label, target, (cost, quality, reward, stats) in zip(self.target_labels, self.targets, blocks):
+            prefix = f"target_{label}/"
+            ratios.append(tf.reduce_mean(cost) / target)
+            metrics.update(
+                {
+                    prefix + "cost": tf.reduce_mean(cost),
+                    prefix + "cost_ratio": ratios[-1],
+                    prefix + "valid_accuracy": tf.reduce_mean(quality),
+                    prefix + "reward": tf.reduce_mean(reward),
+                    prefix + "baseline": stats["baseline"],
+                    prefix + "entropy": stats["entropy"],
+                }
+            )
+        metrics["cost_ratio"] = tf.reduce_mean(tf.stack(ratios))  # each sample against its own target
+        return metrics
+
     def most_likely(self):
-        architecture = self.controller.most_likely_architecture()
-        return architecture, float(self.cost_model.cost(architecture))
+        """The first (a single search's only) target's argmax architecture and its cost."""
+        return self.most_likely_per_target()[0]
+
+    def most_likely_per_target(self) -> list:
+        """`(architecture, cost)` of every target's controller's argmax, in the order of the targets."""
+        results = []
+        for controller in self.policies.controllers:
+            architecture = controller.most_likely_architecture()
+            results.append((architecture, float(self.cost_model.cost(architecture))))
+        return results
 
     def write_summaries(self, step: int) -> None:
-        _, cost = self.most_likely()
-        tf.summary.scalar("most_likely/cost", cost)
-        tf.summary.scalar("most_likely/cost_ratio", cost / self.target_latency)
-        for position, (decision, probabilities) in enumerate(
-            zip(self.space.decisions, self.controller.probabilities())
+        single = len(self.targets) == 1
+        for label, target, controller, (_, cost) in zip(
+            self.target_labels, self.targets, self.policies.controllers, self.most_likely_per_target()
         ):
-            if decision.num_choices == 1:
-                continue
-            values = np.asarray(probabilities)
-            name = f"decisions/{position:02d}_{decision.tag}"
-            entropy = float(-(values * np.log(np.maximum(values, 1e-12))).sum())
-            tf.summary.scalar(name + "/entropy", entropy)
-            for choice, value in enumerate(values):
-                tf.summary.scalar(f"{name}/p{choice}", float(value))
+            prefix = "" if single else f"target_{label}/"
+            tf.summary.scalar(prefix + "most_likely/cost", cost)
+            tf.summary.scalar(prefix + "most_likely/cost_ratio", cost / target)
+            for position, (decision, probabilities) in enumerate(zip(self.space.decisions, controller.probabilities())):
+                if decision.num_choices == 1:
+                    continue
+                values = np.asarray(probabilities)
+                name = f"{prefix}decisions/{position:02d}_{decision.tag}"
+                entropy = float(-(values * np.log(np.maximum(values, 1e-12))).sum())
+                tf.summary.scalar(name + "/entropy", entropy)
+                for choice, value in enumerate(values):
+                    tf.summary.scalar(f"{name}/p{choice}", float(value))
 
     progress_names = ("loss", "valid_accuracy", "cost", "most_likely_cost")
 
     def progress_values(self, metrics: dict) -> list:
         keys = ("loss", self.quality_name, "cost")
-        return [(key, metrics[key]) for key in keys] + [("most_likely_cost", self.most_likely()[1])]
+        values = [(key, metrics[key]) for key in keys]
+        if len(self.targets) == 1:
+            return values + [("most_likely_cost", self.most_likely()[1])]
+        costs = [cost for _, cost in self.most_likely_per_target()]
+        return values + [(f"most_likely_{label}", cost) for label, cost in zip(self.target_labels, costs)]
 
     def _result_fields(self) -> dict:
         """Extra fields of `architecture.json` (a subclass's task, dataset, ...)."""
         return {}
 
     def finalize(self, model_dir: str, history: list) -> dict:
+        """Writes the outputs (see `architecture_file_name`); returns the architecture.json dict.
+
+        The returned dict also holds "architectures": one entry per target (as in the index
+        file architectures.json). With several targets it has no single "indices" / "cost".
+        """
+        if len(self.targets) > 1:
+            return self._finalize_targets(model_dir, history)
         architecture, cost = self.most_likely()
         result = {
             **architecture.to_dict(),
@@ -428,4 +505,78 @@ class SearchTask(Task):
         html_report.write_html_report(
             os.path.join(model_dir, "report.html"), self.space, history, probabilities, result
         )
-        return result
+        entries = self._write_index(model_dir, [result])
+        return {**result, "architectures": entries}
+
+    def architecture_file_name(self, index: int) -> str:
+        """ "architecture.json" for a single target, else "architecture_<label>.json" (e.g. architecture_84ms.json)."""
+        return "architecture.json" if len(self.targets) == 1 else f"architecture_{self.target_labels[index]}.json"
+
+    def _write_index(self, model_dir: str, results: list) -> list:
+        """Writes architectures.json (one entry per target: file, target, cost, indices); returns the entries."""
+        entries = [
+            {
+                "target_latency": result["target_latency"],
+                "label": self.target_labels[index],
+                "file": self.architecture_file_name(index),
+                "cost": result["cost"],
+                "relative_error": result["cost"] / result["target_latency"] - 1.0,
+                "indices": result["indices"],
+            }
+            for index, result in enumerate(results)
+        ]
+        index = {
+            "space": self.space.name,
+            "cost_model": self.config.cost_model,
+            "units": self.cost_model.units,
+            "targets": self.targets,
+            "architectures": entries,
+        }
+        write_atomic(os.path.join(model_dir, "architectures.json"), json.dumps(index, indent=2))
+        return entries
+
+    def _finalize_targets(self, model_dir: str, history: list) -> dict:
+        """The outputs of a multi-target search: one architecture file per target, the index, the
+        search log, report.png (every target) and the Pareto front under the final shared weights."""
+        from tunas_keras.training import pareto  # pylint: disable=import-outside-toplevel  (imports this module)
+
+        config = dataclasses.asdict(self.config)
+        results, probabilities = [], []
+        for index, (architecture, cost) in enumerate(self.most_likely_per_target()):
+            result = {
+                **architecture.to_dict(),
+                "cost": cost,
+                "cost_model": self.config.cost_model,
+                "target_latency": self.targets[index],
+                "config": config,
+                **self._result_fields(),
+            }
+            write_atomic(os.path.join(model_dir, self.architecture_file_name(index)), json.dumps(result, indent=2))
+            results.append(result)
+            controller = self.policies.controllers[index]
+            probabilities.append([np.asarray(p).tolist() for p in controller.probabilities()])
+        entries = self._write_index(model_dir, results)
+        per_target = [
+            {"target_latency": result["target_latency"], "final_probabilities": values, "architecture": result}
+            for result, values in zip(results, probabilities)
+        ]
+        write_atomic(
+            os.path.join(model_dir, "search_log.json"), json.dumps({"history": history, "targets": per_target})
+        )
+        report.write_targets_report(
+            os.path.join(model_dir, "report.png"), self.space, history, self.target_labels, results, probabilities
+        )
+        front = pareto.write_search_front(model_dir, self.supernet, self.data, self.cost_model, entries)
+        return {
+            "space": self.space.name,
+            "cost_model": self.config.cost_model,
+            "target_latency": self.targets,
+            "architectures": entries,
+            "pareto": front,
+            "config": config,
+        }
+
+
+def _mean_stats(per_target: list) -> dict:
+    """The mean over targets of each `Reinforce.step` statistic."""
+    return {key: tf.reduce_mean(tf.stack([stats[key] for stats in per_target])) for key in per_target[0]}

@@ -37,7 +37,6 @@ from absl import logging
 from tunas_keras import cost_models, datasets, masks
 from tunas_keras.models.supernet import build_supernet
 from tunas_keras.registry import get_search_space
-from tunas_keras.search import rewards
 from tunas_keras.search.controller import Sample
 from tunas_keras.search.multi_target import TargetPolicies, parse_targets, target_label
 from tunas_keras.search.reinforce import rl_delay_steps, rl_learning_rate
@@ -123,12 +122,10 @@ class SearchTask(Task):
         self.data = self._make_data()
         self.cost_model = self._make_cost_model()
         # One cost target per controller; `target_latency` is the first (a single search's only) one.
-        if config.target_latency is None:
-            self.targets = [float(self._default_target_latency())]
-        else:
-            self.targets = parse_targets(config.target_latency, None)
+        # (The task's default is computed only when needed: detection's can refuse a cost model.)
+        default = self._default_target_latency() if config.target_latency is None else None
+        self.targets = parse_targets(config.target_latency, default)
         self.target_latency = self.targets[0]
-        self.reward = rewards.get_reward(config.reward, beta=config.beta, target=self.target_latency)
         self.target_labels = [target_label(target, self.cost_model.units) for target in self.targets]
         self.architectures_per_step = int(config.architectures_per_step)
         if self.architectures_per_step < 1:

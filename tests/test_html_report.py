@@ -97,6 +97,38 @@ def test_html_report_embeds_its_figures(written_report):
     assert os.listdir(os.path.dirname(path)) == ["report.html"]  # nothing else written
 
 
+def test_multi_target_html_report_is_valid_and_shows_every_target(tmp_path):
+    space = tunas_keras.get_search_space("proxyless")
+    labels, results, probabilities, history = ["60ms", "84ms"], [], [], []
+    for seed, target in enumerate((60.0, 84.0)):
+        _, values, result = _fake_search(space, seed=seed)
+        results.append({**result, "target_latency": target, "cost": target + 0.5 * seed})
+        probabilities.append(values)
+    for step in range(5, 41, 5):
+        entry = {"step": step}
+        for label in labels:
+            entry.update(
+                {f"target_{label}/cost": 70.0, f"target_{label}/valid_accuracy": 0.5, f"target_{label}/entropy": 9.0}
+            )
+        history.append(entry)
+    ranking = {"found": [{"accuracy": 0.61}, {"accuracy": 0.72}]}
+    path = str(tmp_path / "report.html")
+    html_report.write_targets_html_report(path, space, history, labels, results, probabilities, (ranking, PNG_MAGIC))
+    text = open(path, encoding="utf-8").read()
+    checker = _BalanceChecker()
+    checker.feed(text)
+    checker.close()
+    assert checker.errors == [] and checker.stack == []
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', text)
+    assert [alt for alt, _ in images] == ["Pareto front", "targets", "architecture for 60ms", "architecture for 84ms"]
+    assert base64.b64decode(images[0][1]) == PNG_MAGIC  # the Pareto plot as given
+    for label, result, accuracy in zip(labels, results, ("0.610", "0.720")):
+        row = f"<td>{label}</td><td>{result['target_latency']:g}</td><td>{result['cost']:.2f}</td>"
+        assert row in text and f"<td>{accuracy}</td>" in text and ":".join(map(str, result["indices"])) in text
+    assert "<td>+0.6 %</td>" in text  # 84.5 vs 84
+    assert text.count("<td>blocks/2/layers/1/kernel_size</td>") == 2  # each target's probability table
+
+
 def test_architecture_rows_of_proxylessnas_mobile():
     space = tunas_keras.get_search_space("proxyless")
     architecture = tunas_keras.reference_architecture("proxylessnas_mobile")

@@ -184,6 +184,11 @@ def test_a_multi_target_search_writes_one_architecture_per_target(tmp_path, monk
     assert all(0.0 <= entry["accuracy"] <= 1.0 for entry in pareto["found"] + pareto["children"])
     for name in ("report.png", "pareto.png"):
         assert (directory / name).stat().st_size > 10_000
+    page = (directory / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 + len(TARGETS)  # Pareto, over steps, one per target
+    for label, entry, found in zip(LABELS, index["architectures"], pareto["found"]):
+        assert f"Target {label}: found architecture" in page
+        assert ":".join(map(str, entry["indices"])) in page and f"{found['accuracy']:.3f}" in page
     log = json.load(open(directory / "search_log.json"))
     assert [entry["target_latency"] for entry in log["targets"]] == TARGETS
 

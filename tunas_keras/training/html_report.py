@@ -11,6 +11,10 @@ Written next to `report.png` at the end of a search (`write_html_report`). It sh
   (`decision_label`: e.g. `blocks/2/layers/1/kernel_size`) and its choices;
 - the run's config.
 
+A multi-target search writes `write_targets_html_report`: a row per target (T0, cost, accuracy),
+the Pareto plot under the final shared weights, every target's cost, accuracy and entropy over
+the steps, and per target its architecture and probabilities.
+
     >>> write_html_report("runs/search/report.html", space, history, probabilities, result)
 """
 
@@ -301,14 +305,7 @@ def render_html(space, history: list, probabilities: list, result: dict) -> str:
         ["steps", history[-1]["step"] if history else 0],
         ["children's validation accuracy, last 10 % of steps", "n/a" if accuracy is None else f"{accuracy:.3f}"],
     ]
-    config = result.get("config", {})
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        f'<head><meta charset="utf-8"><title>TuNAS search report: {html.escape(space.name)}</title>',
-        f"<style>{_STYLE}</style></head>",
-        "<body>",
-        f"<h1>TuNAS search report: {html.escape(space.name)}</h1>",
         _table(["what", "value"], summary),
         "<h2>Found architecture</h2>",
         "<p>Box height ~ inner width, colour = kernel size (3, 5, 7: light to dark), dashed = skipped, SE = "
@@ -332,14 +329,113 @@ def render_html(space, history: list, probabilities: list, result: dict) -> str:
             "probabilities",
         ),
         _table(["decision", "chosen", "probabilities"], _probability_rows(space, probabilities, indices)),
-        "<h2>Config</h2>",
-        _table(["field", "value"], [[key, config[key]] for key in sorted(config)]),
-        "</body>",
-        "</html>",
     ]
-    return "\n".join(parts) + "\n"
+    return _document(f"TuNAS search report: {space.name}", parts, result.get("config", {}))
+
+
+def _document(title: str, parts: list, config: dict) -> str:
+    """A whole HTML page: `title` as its title and heading, `parts`, then the run's config table."""
+    head = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        f'<head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{_STYLE}</style></head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    tail = ["<h2>Config</h2>", _table(["field", "value"], [[key, config[key]] for key in sorted(config)])]
+    return "\n".join(head + parts + tail + ["</body>", "</html>"]) + "\n"
 
 
 def write_html_report(path: str, space, history: list, probabilities: list, result: dict) -> None:
     """Writes `render_html(...)` to `path` (atomically)."""
     write_atomic(path, render_html(space, history, probabilities, result).encode("utf-8"))
+
+
+# -- several targets (`SearchTask._finalize_targets`) -----------------------------------------------
+
+
+def targets_figure(history: list, labels: list, results: list) -> bytes:
+    """Each target's sampled cost (dashed: its target, dotted: its final architecture), its sampled
+    children's validation accuracy and its controller's entropy over the steps (three panels)."""
+    pyplot = _pyplot()
+    steps = [entry["step"] for entry in history]
+    figure, (cost_axis, accuracy_axis, entropy_axis) = pyplot.subplots(3, 1, figsize=(9, 8.4), sharex=True)
+    for index, (label, result) in enumerate(zip(labels, results)):
+        color, key = f"C{index}", f"target_{label}/"
+        cost_axis.plot(steps, [entry.get(key + "cost", np.nan) for entry in history], color=color, lw=1, label=label)
+        cost_axis.axhline(result["target_latency"], color=color, ls="--", lw=1)
+        cost_axis.axhline(result["cost"], color=color, ls=":", lw=1)
+        values = [entry.get(key + "valid_accuracy", np.nan) for entry in history]
+        accuracy_axis.plot(steps, values, color=color, lw=1, label=label)
+        entropy_axis.plot(steps, [entry.get(key + "entropy", np.nan) for entry in history], color=color, label=label)
+    cost_axis.set(ylabel=f"sampled cost ({results[0]['cost_model']})", title="each target's sampled cost vs its T0")
+    accuracy_axis.set(ylabel="validation accuracy", ylim=(0, 1), title="each target's sampled children")
+    entropy_axis.set(xlabel="step", ylabel="nats", title="each controller's entropy")
+    for axis in (cost_axis, accuracy_axis, entropy_axis):
+        axis.legend(ncol=len(labels), fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _targets_summary(history: list, labels: list, results: list, found: Optional[list]) -> str:
+    """One row per target: T0, the found architecture's cost and error, the children's validation
+    accuracy over the last 10 % of steps, the found architecture's accuracy under the shared weights."""
+    rows = []
+    for index, (label, result) in enumerate(zip(labels, results)):
+        key = f"target_{label}/valid_accuracy"
+        accuracy = final_accuracy([{"valid_accuracy": e[key]} for e in history if key in e])
+        shared = None if not found else found[index].get("accuracy")
+        rows.append(
+            [
+                label,
+                f"{result['target_latency']:g}",
+                f"{result['cost']:.2f}",
+                f"{100 * (result['cost'] / result['target_latency'] - 1):+.1f} %",
+                "n/a" if accuracy is None else f"{accuracy:.3f}",
+                "n/a" if shared is None else f"{shared:.3f}",
+                ":".join(map(str, result["indices"])),
+            ]
+        )
+    header = ["target", "T0", "cost", "vs T0", "children's valid acc (last 10 %)", "shared-weight acc", "indices"]
+    return _table(header, rows)
+
+
+def render_targets_html(
+    space, history: list, labels: list, results: list, probabilities: list, pareto: Optional[tuple] = None
+) -> str:
+    """The report of a multi-target search as one HTML string: a summary row per target, the Pareto
+    plot (`pareto` = (ranking dict, pareto.png bytes), as `pareto.write_search_front` wrote them),
+    every target's cost, accuracy and entropy over the steps, then per target its architecture
+    (figure and table) and its final per-decision probabilities."""
+    ranking, pareto_png = pareto if pareto is not None else (None, None)
+    parts = [_targets_summary(history, labels, results, ranking["found"] if ranking else None)]
+    if pareto_png is not None:
+        parts += [
+            "<h2>Cost vs accuracy under the final shared weights</h2>",
+            "<p>Stars: the found architectures; grey: uniform children; the line joins the non-dominated points.</p>",
+            _image(pareto_png, "Pareto front"),
+        ]
+    parts += [
+        "<h2>Cost, accuracy and entropy over steps</h2>",
+        _image(targets_figure(history, labels, results), "targets"),
+    ]
+    for label, result, values in zip(labels, results, probabilities):
+        rows = architecture_rows(space, list(result["indices"]))
+        title = f"{label}: {result['cost']:.2f} vs T0 {result['target_latency']:g}"
+        parts += [
+            f"<h2>Target {html.escape(label)}: found architecture</h2>",
+            _image(architecture_figure(rows, title), f"architecture for {label}"),
+            _table(list(_COLUMNS), [_cells(row) for row in rows]),
+            f"<h3>Target {html.escape(label)}: final per-decision probabilities</h3>",
+            _table(["decision", "chosen", "probabilities"], _probability_rows(space, values, list(result["indices"]))),
+        ]
+    return _document(f"TuNAS multi-target search report: {space.name}", parts, results[0].get("config", {}))
+
+
+def write_targets_html_report(
+    path: str, space, history: list, labels: list, results: list, probabilities: list, pareto: Optional[tuple] = None
+) -> None:
+    """Writes `render_targets_html(...)` to `path` (atomically)."""
+    html_text = render_targets_html(space, history, labels, results, probabilities, pareto)
+    write_atomic(path, html_text.encode("utf-8"))

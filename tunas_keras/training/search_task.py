@@ -534,7 +534,8 @@ class SearchTask(Task):
 
     def _finalize_targets(self, model_dir: str, history: list) -> dict:
         """The outputs of a multi-target search: one architecture file per target, the index, the
-        search log, report.png (every target) and the Pareto front under the final shared weights."""
+        search log, report.png (every target), the Pareto front under the final shared weights
+        (pareto.json / .png) and report.html (all of it)."""
         from tunas_keras.training import pareto  # pylint: disable=import-outside-toplevel  (imports this module)
 
         config = dataclasses.asdict(self.config)
@@ -564,6 +565,17 @@ class SearchTask(Task):
             os.path.join(model_dir, "report.png"), self.space, history, self.target_labels, results, probabilities
         )
         front = pareto.write_search_front(model_dir, self.supernet, self.data, self.cost_model, entries)
+        with open(os.path.join(model_dir, "pareto.png"), "rb") as handle:
+            pareto_png = handle.read()
+        html_report.write_targets_html_report(
+            os.path.join(model_dir, "report.html"),
+            self.space,
+            history,
+            self.target_labels,
+            results,
+            probabilities,
+            (front, pareto_png),
+        )
         return {
             "space": self.space.name,
             "cost_model": self.config.cost_model,

@@ -82,9 +82,9 @@ class SyntheticDevice(protocol.Device):
         }
         value = values[item.kind]() * math.exp(self.noise * self.rng.standard_normal())
         return {
-            "min": 0.99 * value,
-            "median": value,
-            "mean": 1.01 * value,
+            "min": value,
+            "median": 1.01 * value,
+            "mean": 1.02 * value,
             "provenance": {"device": {"cpu_model": "synthetic"}, "runtime": {"name": "synthetic"}},
         }
 
@@ -193,12 +193,12 @@ def test_interrupted_measurement_resumes_from_the_cache(tmp_path, caplog):
 
 def test_noisy_device_triggers_the_warning(tmp_path):
     space = tunas_keras.get_search_space("proxyless")
-    report = _calibrate(tmp_path, SyntheticDevice(space, noise=0.05), num_train=20, num_heldout=20)
+    report = _calibrate(tmp_path, SyntheticDevice(space, noise=0.1), num_train=20, num_heldout=20)
     assert report["noisy"]
     text = " ".join(report["warnings"])
     assert "networks: rounds disagree by" in text and "a busy machine" in text
     noise = report["networks"]["noise"]
-    assert 4 < noise["round_to_round"]["mean"]["mape_percent"] < 10  # two 5 % draws differ by ~5.6 %
+    assert 8 < noise["round_to_round"]["mean"]["mape_percent"] < 20  # two 10 % draws differ by ~11 %
     assert noise["round_to_round"]["mean"]["spearman"] < 0.999
     assert "WARNING: networks: rounds disagree" in calibration.format_report(report)
     model = get_cost_model(str(tmp_path / "cost_model.json"), "proxyless")

@@ -55,9 +55,15 @@ flags.DEFINE_integer("micro_warmup_runs", DEFAULTS.micro_warmup_runs, "Untimed r
 flags.DEFINE_integer("micro_runs", DEFAULTS.micro_runs, "Timed runs per micro-benchmark block.")
 flags.DEFINE_integer("num_anchors", DEFAULTS.num_anchors, "Items re-timed through every round (drift).")
 flags.DEFINE_integer("anchor_every", DEFAULTS.anchor_every, "Re-time the anchors every this many items.")
-flags.DEFINE_enum("statistic", "median", list(calibration.STATISTICS), "Per-block latency statistic.")
+flags.DEFINE_enum(
+    "statistic", "min", list(calibration.STATISTICS), "Per-block latency statistic (min: the least noisy here)."
+)
 flags.DEFINE_float("l2", None, "Ridge strength of --method=ridge; default: 5-fold cross-validated.")
-flags.DEFINE_float("max_noise_percent", 3.0, "Warn when rounds of networks disagree by more (MAPE).")
+flags.DEFINE_float(
+    "max_noise_percent",
+    calibration.DEFAULT_MAX_NOISE_PERCENT,
+    "Warn when rounds of networks disagree by more (MAPE; micro-benchmarks: twice; anchor drift: twice the phase's).",
+)
 flags.DEFINE_string("model_dir", None, "Where exported models are kept (default <output_dir>/models).")
 adb.define_adb_flags(flags, module_name=sys.argv[0])
 flags.DEFINE_boolean("measure_only", False, "Only measure (fill the cache); no fit.")

@@ -10,8 +10,8 @@
 #
 #     tools/run_calibration_study.sh [OUT]        # OUT defaults to runs/calibration_study
 #
-# Estimated time on the 2-core host: proxyless ~9 min, proxyless_enlarged ~15 min,
-# mobilenet_v3_like ~14 min, loaded proxyless ~5 min: ~45 min. Rerunning after a kill resumes
+# Measured on the 2-core host (2026-12-01): proxyless 4.5 min, proxyless_enlarged 10.5 min,
+# mobilenet_v3_like 7 min, loaded proxyless 2.5 min: 24 min. Rerunning after a kill resumes
 # from the caches. Disk: the exported networks take a few GB (deleted at the end unless
 # KEEP_MODELS=1). CPU=<n> pins the timing to core n (default 1); PY is the interpreter; EXTRA adds
 # (overriding) flags, e.g. EXTRA="--image_size=32 --num_train=3 --max_models=30" for a dry run.

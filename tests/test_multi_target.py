@@ -173,7 +173,9 @@ def test_a_multi_target_search_writes_one_architecture_per_target(tmp_path, monk
     for label in LABELS:
         entropies = [entry[f"target_{label}/entropy"] for entry in history]
         np.testing.assert_allclose(entropies[: delay + 1], entropies[0], rtol=1e-6)  # frozen during the delay
-        assert entropies[-1] < entropies[0] - 1e-3  # then each policy moves
+        # Then the policy moves. (Its entropy may also rise: nested decisions count where their parent
+        # is active, and a parent's choice can become likelier, e.g. an unskipped layer's.)
+        assert abs(entropies[-1] - entropies[0]) > 1e-3
     costs = [[entry[f"target_{label}/cost"] for label in LABELS] for entry in history]
     np.testing.assert_allclose([entry["cost"] for entry in history], np.mean(costs, axis=1), rtol=1e-5)
     logits = [np.concatenate([v.numpy() for v in controller.logits]) for controller in task.policies.controllers]

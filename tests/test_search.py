@@ -45,10 +45,12 @@ def _check_search_outputs(model_dir, result, space_name):
     history = json.load(open(model_dir / "history.json"))
     entropies = [entry["entropy"] for entry in history]
     delay = int(0.25 * 12)
-    # Uniform policy (maximal entropy) while the RL learning rate is 0, then the policy moves.
+    # Uniform policy while the RL learning rate is 0.
     assert all(entry["rl_learning_rate"] == 0.0 for entry in history[:delay])
     np.testing.assert_allclose(entropies[: delay + 1], entropies[0], rtol=1e-6)
-    assert entropies[-1] < entropies[0] - 1e-3
+    # Then the policy moves. (Its entropy may also rise: nested decisions count where their parent
+    # is active, and a parent's choice can become likelier, e.g. an unskipped layer's.)
+    assert abs(entropies[-1] - entropies[0]) > 1e-3
     assert all(
         entry["warmup_probability"] >= history[i + 1]["warmup_probability"] for i, entry in enumerate(history[:-1])
     )

@@ -187,3 +187,18 @@ def test_a_deterministic_run_leaves_op_determinism_as_it_found_it(tmp_path):
     Trainer(task, str(tmp_path), {}, create_strategy("one_device"), progress_bar=False, deterministic=True).run()
     assert not tf_config.is_op_determinism_enabled()
     tf.random.uniform([2])  # an unseeded random op still runs
+
+
+def test_graph_optimizations_are_off_only_within_the_block():
+    from tunas_keras.training.trainer import graph_optimizations
+
+    def disabled():
+        return tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+
+    assert not disabled()
+    with graph_optimizations(True):
+        assert not disabled()
+    with graph_optimizations(False):
+        assert disabled()
+        value = tf.function(lambda x: tf.reduce_sum(x * 2.0))(tf.ones([3]))  # instantiated without Grappler
+    assert not disabled() and float(value) == 6.0

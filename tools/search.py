@@ -64,7 +64,7 @@ def main(argv):
     strategy = create_strategy(config.strategy)
     kind = "detection search (SSDLite head)" if FLAGS.task == "detection" else "search"
     print(f"TuNAS {kind}: space={config.space} dataset={config.dataset} model_dir={config.model_dir}")
-    print("Building the supernet and tracing its training step (takes a few minutes on a CPU) ...", flush=True)
+    print("Building the supernet and tracing its search step (tens of seconds on a CPU) ...", flush=True)
     try:
         result = run(config, strategy=strategy, task=task)
     except FloatingPointError as error:

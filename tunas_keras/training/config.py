@@ -54,7 +54,7 @@ class RunConfig:
 class SearchConfig(RunConfig):
     """Everything that defines a TuNAS search run (paper §4, design.md §4–§7).
 
-    The defaults are the embedded offline demo (about 6-7 minutes on an idle 2-core CPU): 800
+    The defaults are the embedded offline demo (521 s measured on an idle 2-core CPU): 800
     steps of batch 64 at 64 px, K = 4 architectures per step (micro-batches of 16), residual
     branches starting at zero; its children reach ~0.96 validation accuracy and its argmax lands
     within ~1 % of T0 (docs/benchmarks.md, "The default search"). The paper's ImageNet recipe is

@@ -73,8 +73,11 @@ def _use_xla(jit_compile: Optional[bool], execution: str) -> bool:
     """`jit_compile` if set, else XLA for the static-shape "mask" execution on an accelerator."""
     if jit_compile is not None:
         return bool(jit_compile)
-    accelerator = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    return execution == "mask" and accelerator
+    return execution == "mask" and _has_accelerator()
+
+
+def _has_accelerator() -> bool:
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def dataset_from_config(config):
@@ -192,6 +195,8 @@ class SearchTask(Task):
         self._check_batch_sizes()
         self.supernet = self._build_supernet((config.image_size, config.image_size, 3))
         self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
+        # Grappler on CPU-only hosts: ~4.5 s of the first step, no faster steps (docs/benchmarks.md).
+        self.graph_optimizations = _has_accelerator()
         logging.info(
             "Supernet execution: %s%s (--supernet_execution=%s)",
             self.supernet.execution,

@@ -131,6 +131,26 @@ def gpu_op_determinism(enabled: bool):
             tf_config.disable_op_determinism()
 
 
+@contextlib.contextmanager
+def graph_optimizations(enabled: bool):
+    """Within the block, with `enabled=False`: no Grappler pass on the graphs instantiated (the
+    meta optimizer is off); TensorFlow's setting comes back afterwards. With `enabled`, nothing changes.
+
+    Process-wide, like every `tf.config.optimizer` option. The search turns it off on CPU-only
+    hosts: there Grappler spent ~4.5 s of the first step of the search graph and the step itself
+    ran no faster with it (docs/benchmarks.md, "Supernet execution modes").
+    """
+    if enabled:
+        yield
+        return
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run's outputs: always, except on non-chief multi-worker tasks.
 
@@ -308,6 +328,8 @@ class Task(abc.ABC):
 
     # Compile `replica_step` with XLA (`tf.function(jit_compile=True)`).
     jit_compile: bool = False
+    # Grappler's graph optimisations while the run lasts (set in `build`; see `graph_optimizations`).
+    graph_optimizations: bool = True
 
     def write_summaries(self, step: int) -> None:
         """Extra summaries (host side), called inside the trainer's summary writer context; none by default."""
@@ -445,10 +467,11 @@ class Trainer:
             start = self._restore(checkpoint, latest)
             started = time.time()
             last = min(self.task.total_steps, self.stop_after or self.task.total_steps)
-            self._train(output_dir, step, manager, start, last)
-            if last < self.task.total_steps:
-                return {"stopped_at": last}
-            results = self.task.finalize(output_dir, self._load_history(output_dir, self.task.total_steps))
+            with graph_optimizations(self.task.graph_optimizations):
+                self._train(output_dir, step, manager, start, last)
+                if last < self.task.total_steps:
+                    return {"stopped_at": last}
+                results = self.task.finalize(output_dir, self._load_history(output_dir, self.task.total_steps))
         results["wall_time_s"] = time.time() - started
         results["resumed_from_step"] = start
         return results

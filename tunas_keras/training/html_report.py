@@ -268,9 +268,10 @@ def _table(header: list, rows: list) -> str:
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
-def final_accuracy(history: list, fraction: float = FINAL_FRACTION) -> Optional[float]:
-    """Mean validation accuracy of the sampled children over the last `fraction` of the history."""
-    values = [entry["valid_accuracy"] for entry in history if "valid_accuracy" in entry]
+def final_accuracy(history: list, fraction: float = FINAL_FRACTION, key: str = "valid_accuracy") -> Optional[float]:
+    """Mean validation accuracy of the sampled children (history field `key`) over the last
+    `fraction` of the history entries that have it."""
+    values = [entry[key] for entry in history if key in entry]
     if not values:
         return None
     return float(np.mean(values[-max(1, int(round(fraction * len(values)))) :]))
@@ -383,8 +384,7 @@ def _targets_summary(history: list, labels: list, results: list, found: Optional
     accuracy over the last 10 % of steps, the found architecture's accuracy under the shared weights."""
     rows = []
     for index, (label, result) in enumerate(zip(labels, results)):
-        key = f"target_{label}/valid_accuracy"
-        accuracy = final_accuracy([{"valid_accuracy": e[key]} for e in history if key in e])
+        accuracy = final_accuracy(history, key=f"target_{label}/valid_accuracy")
         shared = None if not found else found[index].get("accuracy")
         rows.append(
             [

@@ -77,8 +77,8 @@ class WarmupDropout(tf.Module):
     def __init__(self, space: SearchSpace, name: str = "warmup_dropout"):
         super().__init__(name=name)
         self.space = space
-        self._warm = [_warm_mask(decision) for decision in space.decisions]
         self._is_filter = [is_filter_decision(decision) for decision in space.decisions]
+        self._warm_padded = pad_masks(space, [_warm_mask(decision) for decision in space.decisions])
 
     def __call__(self, masks: Sequence[tf.Tensor], op_probability, filter_probability, seed) -> list:
         """Returns the masks with warmup replacements.
@@ -104,15 +104,22 @@ class WarmupDropout(tf.Module):
             raise ValueError(
                 f"Invalid value for argument `masks`. Expected {self.space.num_decisions} masks. Received: {len(masks)}"
             )
-        draws = tf.random.stateless_uniform([len(masks)], seed=seed)
-        op_probability = tf.cast(op_probability, tf.float32)
-        filter_probability = tf.cast(filter_probability, tf.float32)
-        probability = tf.stack([filter_probability if is_filter else op_probability for is_filter in self._is_filter])
+        padded, replaced, probability = self.replace_padded(
+            pad_masks(self.space, masks), op_probability, filter_probability, seed
+        )
+        return unpad_masks(self.space, padded), replaced, probability
+
+    def replace_padded(self, padded, op_probability, filter_probability, seed) -> tuple:
+        """`replace` on the `[num_decisions, max_choices]` form (`pad_masks`): a few ops, not a few per decision.
+
+        The same draws and values as `replace`; the returned masks are zero-padded too.
+        """
+        draws = tf.random.stateless_uniform([self.space.num_decisions], seed=seed)
+        probability = tf.where(
+            self._is_filter, tf.cast(filter_probability, tf.float32), tf.cast(op_probability, tf.float32)
+        )
         replaced = draws < probability
-        result = [
-            tf.where(replaced[position], self._warm[position], tf.cast(mask, tf.float32))
-            for position, mask in enumerate(masks)
-        ]
+        result = tf.where(replaced[:, None], self._warm_padded, tf.cast(padded, tf.float32))
         return result, replaced, probability
 
 
@@ -123,6 +130,17 @@ def pad_masks(space: SearchSpace, masks: Sequence[tf.Tensor]) -> tf.Tensor:
     return tf.stack(padded)
 
 
+def padded_one_hot_masks(space: SearchSpace, indices: tf.Tensor) -> tf.Tensor:
+    """`pad_masks(space, one_hot_masks(space, indices))` of an int tensor `[..., num_decisions]`, in one op."""
+    return tf.one_hot(indices, max(space.num_choices), dtype=tf.float32)
+
+
 def unpad_masks(space: SearchSpace, padded: tf.Tensor) -> list:
-    """Inverse of `pad_masks`: `[num_decisions, max_choices]` -> list of `[num_choices]` masks."""
-    return [padded[position, :count] for position, count in enumerate(space.num_choices)]
+    """Inverse of `pad_masks`: `[num_decisions, max_choices]` -> list of `[num_choices]` masks.
+
+    One gather of the valid entries and one split (not a slice per decision: this runs in every
+    traced search step, where each op costs tracing time).
+    """
+    width = max(space.num_choices)
+    valid = [position * width + choice for position, count in enumerate(space.num_choices) for choice in range(count)]
+    return tf.split(tf.gather(tf.reshape(padded, [-1]), valid), space.num_choices)

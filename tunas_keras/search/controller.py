@@ -19,7 +19,7 @@ from typing import NamedTuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tunas_keras.masks import WarmupDropout, one_hot_masks, pad_masks
+from tunas_keras.masks import WarmupDropout, padded_one_hot_masks, unpad_masks
 from tunas_keras.schema import Architecture, SearchSpace, decision_parents
 
 # Logit of the padding entries of the [num_decisions, max_choices] matrix: finite (so that
@@ -111,13 +111,23 @@ class Controller(tf.Module):
         # Where each (ancestor position, choice) sits in a flattened [D, max_choices] matrix.
         self._ancestor_keys = self._ancestor_positions * self.max_choices + np.maximum(self._ancestor_choices, 0)
 
-    def padded_logits(self) -> tf.Tensor:
-        """Float32 `[num_decisions, max_choices]`; padding entries are `PADDING_LOGIT`."""
+    def flat_logits(self) -> tf.Tensor:
+        """Float32 `[sum(num_choices)]`: every decision's logits, concatenated in decision order."""
+        return tf.concat(self.logits, axis=0)
+
+    def padded_logits(self, flat_logits=None) -> tf.Tensor:
+        """Float32 `[num_decisions, max_choices]`; padding entries are `PADDING_LOGIT`.
+
+        `flat_logits`: compute it from this `flat_logits()` value (e.g. one watched by a tape).
+        """
         # One concat and one matmul with a constant 0/1 selection matrix (exact: one 1 per
         # column): far fewer ops per step, forward and backward, than a pad per decision.
-        flat = tf.concat(self.logits + [tf.constant([PADDING_LOGIT])], axis=0)
-        padded = tf.matmul(flat[None, :], self._selection)
+        flat = self.flat_logits() if flat_logits is None else flat_logits
+        padded = tf.matmul(tf.concat([flat, [PADDING_LOGIT]], axis=0)[None, :], self._selection)
         return tf.reshape(padded, [len(self.num_choices), self.max_choices])
+
+    def _padded(self, padded_logits=None) -> tf.Tensor:
+        return self.padded_logits() if padded_logits is None else padded_logits
 
     def probabilities(self) -> list[tf.Tensor]:
         """Softmax of every decision's logits (a list of `[num_choices]` tensors)."""
@@ -150,22 +160,21 @@ class Controller(tf.Module):
           probability `op_probability` by the average of its choices and each filter decision
           with probability `filter_probability` by its largest choice.
         """
-        indices, masks, _, _ = self._draw(seed, op_probability, filter_probability)
-        return indices, masks
+        indices, padded, _, _ = self._draw(seed, op_probability, filter_probability)
+        return indices, unpad_masks(self.space, padded)
 
     def sample_with_warmup(self, seed, op_probability=0.0, filter_probability=0.0, padded_logits=None) -> Sample:
         """As `sample_masks` (the same draws), as a `Sample` that `log_prob` / `entropy` score.
 
         `padded_logits`: as in `sample` (draw from another controller's logits of this space).
         """
-        indices, masks, replaced, probability = self._draw(seed, op_probability, filter_probability, padded_logits)
-        return Sample(indices, pad_masks(self.space, masks), replaced, probability)
+        return Sample(*self._draw(seed, op_probability, filter_probability, padded_logits))
 
     def _draw(self, seed, op_probability, filter_probability, padded_logits=None):
         sample_seed, warmup_seed = tf.unstack(tf.random.experimental.stateless_split(_check_seed(seed), 2))
         indices = self.sample(sample_seed, padded_logits=padded_logits)
-        masks, replaced, probability = self.warmup.replace(
-            one_hot_masks(self.space, indices), op_probability, filter_probability, warmup_seed
+        masks, replaced, probability = self.warmup.replace_padded(
+            padded_one_hot_masks(self.space, indices), op_probability, filter_probability, warmup_seed
         )
         return indices, masks, replaced, probability
 
@@ -186,15 +195,17 @@ class Controller(tf.Module):
             on = tf.gather(indices, tf.constant(self._ancestor_positions), axis=-1) == required
         return tf.reduce_all(on | (required < 0), axis=-1)
 
-    def log_prob(self, sample: Union[tf.Tensor, Sample]) -> tf.Tensor:
+    def log_prob(self, sample: Union[tf.Tensor, Sample], padded_logits=None) -> tf.Tensor:
         """Log-probability over the active decisions: `[..., num_decisions]` (or a `Sample`) -> `[...]`.
 
         A `Sample` is scored as the reference scores a warmup sample: a replaced decision
         contributes `log q` (no gradient), the others `log(1 − q) + log π(choice)`, with `q` the
         replacement probability; without replacements this is the plain log-probability.
+        `padded_logits`: score under these (e.g. computed inside a gradient tape from one watched
+        `flat_logits()` value) instead of reading the variables.
         """
         indices = self._check_indices(sample.indices if isinstance(sample, Sample) else sample)
-        log_probs = tf.nn.log_softmax(self.padded_logits())  # [D, C]
+        log_probs = tf.nn.log_softmax(self._padded(padded_logits))  # [D, C]
         one_hot = tf.one_hot(indices, self.max_choices)  # [..., D, C]
         selected = tf.reduce_sum(one_hot * log_probs, axis=-1)  # [..., D]
         if isinstance(sample, Sample):
@@ -203,13 +214,13 @@ class Controller(tf.Module):
             selected = tf.where(sample.replaced, tf.math.log(tf.maximum(probability, 1e-30)), kept)
         return tf.reduce_sum(tf.where(self.active(sample), selected, 0.0), axis=-1)
 
-    def decision_entropies(self) -> tf.Tensor:
-        """Entropy of each decision's distribution, float32 `[num_decisions]`."""
-        log_probs = tf.nn.log_softmax(self.padded_logits())
+    def decision_entropies(self, padded_logits=None) -> tf.Tensor:
+        """Entropy of each decision's distribution, float32 `[num_decisions]` (`padded_logits`: as `log_prob`)."""
+        log_probs = tf.nn.log_softmax(self._padded(padded_logits))
         probabilities = tf.where(self._valid, tf.exp(log_probs), 0.0)
         return -tf.reduce_sum(probabilities * tf.where(self._valid, log_probs, 0.0), axis=-1)
 
-    def entropy(self, indices=None) -> tf.Tensor:
+    def entropy(self, indices=None, padded_logits=None) -> tf.Tensor:
         """Entropy of the policy, counting nested decisions only where their parent is active.
 
         Args:
@@ -218,11 +229,12 @@ class Controller(tf.Module):
             warmup masks, as the reference); without it, the exact entropy of the policy,
             `sum_d P(d is active) · H_d`, where `P(d is active)` is the product of the
             probabilities of the choices on the path to `d`.
+          padded_logits: as in `log_prob`.
         """
-        entropies = self.decision_entropies()
+        entropies = self.decision_entropies(padded_logits)
         if indices is not None:
             return tf.reduce_sum(tf.where(self.active(indices), entropies, 0.0), axis=-1)
-        probabilities = tf.where(self._valid, tf.nn.softmax(self.padded_logits()), 0.0)
+        probabilities = tf.where(self._valid, tf.nn.softmax(self._padded(padded_logits)), 0.0)
         flat = tf.reshape(probabilities, [-1])
         ancestors = tf.where(self._ancestor_choices >= 0, tf.gather(flat, self._ancestor_keys), 1.0)
         return tf.reduce_sum(tf.reduce_prod(ancestors, axis=-1) * entropies)

@@ -111,6 +111,30 @@ def test_cross_sample_adam_against_numpy():
     assert int(optimizer.iterations.numpy()) == 0 and not np.any(optimizer.second_moments[0].numpy())
 
 
+def test_cross_sample_adam_updates_each_variable_as_alone():
+    """Variables of different shapes (updated side by side in one vector) each follow their own Adam."""
+    rng = np.random.default_rng(1)
+    shapes = [(3,), (2, 2), (1,)]
+    variables = [tf.Variable(np.zeros(shape, np.float32)) for shape in shapes]
+    optimizer = CrossSampleAdam(beta_1=0.5, beta_2=0.9, epsilon=1e-3)
+    optimizer.build(variables)
+    steps = [[] for _ in shapes]
+    for index in range(3):
+        gradients = [rng.normal(size=(2, *shape)).astype(np.float32) for shape in shapes]
+        regularization = [rng.normal(size=(2, *shape)).astype(np.float32) for shape in shapes] if index else None
+        for position, gradient in enumerate(gradients):
+            steps[position].append((gradient, 0.2, None if regularization is None else regularization[position]))
+        optimizer.apply(
+            [tf.constant(g) for g in gradients],
+            variables,
+            0.2,
+            None if regularization is None else [tf.constant(r) for r in regularization],
+        )
+    for variable, shape, variable_steps in zip(variables, shapes, steps):
+        assert variable.shape == shape
+        np.testing.assert_allclose(variable.numpy(), numpy_adam(variable_steps, 0.5, 0.9, 1e-3), rtol=1e-5, atol=1e-7)
+
+
 def test_cross_sample_adam_rejects_bad_arguments():
     with pytest.raises(ValueError, match="Received: beta_2=1.0"):
         CrossSampleAdam(beta_2=1.0)

@@ -123,7 +123,7 @@ class Reinforce(tf.Module):
             self.average = scalar("baseline_average")  # biased EMA of the mean reward
             self.average_weight = scalar("baseline_weight")  # 1 − momentum^t, the debiasing divisor
         self.optimizer = CrossSampleAdam(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-        self.optimizer.build(controller.trainable_variables)
+        self.optimizer.build(controller.logits)  # in decision order, as `step` splits its gradients
 
     @property
     def baseline(self) -> tf.Tensor:
@@ -166,18 +166,26 @@ class Reinforce(tf.Module):
         self.average_weight.assign(self.momentum * self.average_weight + (1.0 - self.momentum))
         baseline = self.baseline
         advantage = tf.stop_gradient(reward - baseline)
-        variables = self.controller.trainable_variables
-        with tf.GradientTape(persistent=self.entropy_weight > 0) as tape:
-            log_prob = self.controller.log_prob(sample)  # [S]
-            sample_entropy = self.controller.entropy(sample)  # [S]
+        variables = self.controller.logits
+        # Differentiated with respect to the one concatenated logits vector and split per
+        # variable: one small Jacobian instead of one per decision (thousands of traced ops fewer).
+        flat = self.controller.flat_logits()
+        with tf.GradientTape(persistent=self.entropy_weight > 0, watch_accessed_variables=False) as tape:
+            tape.watch(flat)
+            padded = self.controller.padded_logits(flat)
+            log_prob = self.controller.log_prob(sample, padded_logits=padded)  # [S]
+            sample_entropy = self.controller.entropy(sample, padded_logits=padded)  # [S]
             losses = -advantage * log_prob
             regularization = -self.entropy_weight * sample_entropy
-        policy_entropy = self.controller.entropy()  # of the policy that drew the samples
+        policy_entropy = self.controller.entropy(padded_logits=padded)  # of the policy that drew the samples
         zero = tf.UnconnectedGradients.ZERO
-        gradients = tape.jacobian(losses, variables, unconnected_gradients=zero)  # per sample: [S, ...]
+        sizes = self.controller.num_choices
+        gradients = tf.split(tape.jacobian(losses, flat, unconnected_gradients=zero), sizes, axis=-1)  # [S, n] each
         regularization_gradients = None
         if self.entropy_weight > 0:
-            regularization_gradients = tape.jacobian(regularization, variables, unconnected_gradients=zero)
+            regularization_gradients = tf.split(
+                tape.jacobian(regularization, flat, unconnected_gradients=zero), sizes, axis=-1
+            )
         self.optimizer.apply(gradients, variables, self.learning_rate.read_value(), regularization_gradients)
         return {
             "reward": mean_reward,

@@ -9,10 +9,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 import search_spaces
-from tests.conftest import run_script_for_result, tiny_search_space
+from tests.conftest import assert_close_to_scale, run_script_for_result, tiny_search_space
 from tunas_keras.masks import unpad_masks
 from tunas_keras.training.config import SearchConfig
-from tunas_keras.training.search_task import SearchTask, default_search_weight_decay
+from tunas_keras.training.search_task import SearchTask, classification_loss, default_search_weight_decay
 
 
 def tiny_config(**overrides):
@@ -101,6 +101,36 @@ def test_search_step_regularisation_is_half_weight_decay_over_active_kernels(mon
             )
 
 
+def test_the_step_trains_on_the_mean_gradient_of_its_k_micro_batches():
+    """Reference computation: direct supernet calls on each micro-batch with its sampled masks."""
+    task = built_task(architectures_per_step=2, optimizer="sgd")
+    variables = task.supernet.trainable_variables
+    initial = [v.numpy() for v in variables]
+    (images, labels), valid = first_batch(task)
+    function, _ = step_function(task)
+    result = function(((images, labels), valid))
+    count, size = 2, images.shape[0] // 2
+    with tf.GradientTape() as tape:
+        losses = []
+        for index in range(count):
+            sample_masks = unpad_masks(task.space, result["samples"].masks[index])
+            part = slice(index * size, (index + 1) * size)
+            logits = task.supernet(images[part], sample_masks, training=True)
+            cross_entropy = classification_loss(labels[part], logits, task.config.label_smoothing)
+            regularization = task.weight_decay / 2 * task.supernet.regularization_loss(sample_masks)
+            losses.append(cross_entropy + regularization)
+        loss = tf.add_n(losses) / count
+    expected = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    moves = np.concatenate([(v.numpy() - before).ravel() for v, before in zip(variables, initial)])
+    gradient = np.concatenate([np.asarray(g).ravel() for g in expected])
+    assert np.count_nonzero(gradient) > 0.5 * gradient.size  # most shared weights are on the two paths
+    # SGD's first step is -lr · gradient: one factor for every weight.
+    factor = -float(np.dot(moves, gradient) / np.dot(gradient, gradient))
+    assert factor > 0, factor
+    scale = float(np.max(np.abs(gradient)))
+    assert_close_to_scale(-moves / factor / scale, gradient / scale, 1e-3)
+
+
 def test_rewards_during_the_delay_score_the_warmup_masks():
     task = built_task(architectures_per_step=2)
     function, step = step_function(task)
@@ -114,24 +144,34 @@ def test_rewards_during_the_delay_score_the_warmup_masks():
     assert float(result["rl"]["log_prob"]) == pytest.approx(0.0, abs=1e-6)
 
 
+def _traced_calls(task) -> tuple:
+    """`training` of every supernet trace of the step, and the step graph's (outer, library) node counts."""
+    calls = []
+    original = task.supernet.call
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("training"))
+        return original(*args, **kwargs)
+
+    task.supernet.call = counting
+    function, _ = step_function(task)
+    graph = function.get_concrete_function(first_batch(task)).graph.as_graph_def()
+    return calls, (len(graph.node), sum(len(function.node_def) for function in graph.library.function))
+
+
 def test_the_supernet_is_traced_once_whatever_the_number_of_architectures():
     sizes = {}
     for count in (1, 4):
-        task = built_task(architectures_per_step=count)
-        calls = []
-        original = task.supernet.call
-
-        def counting(*args, original=original, calls=calls, **kwargs):
-            calls.append(kwargs.get("training"))
-            return original(*args, **kwargs)
-
-        task.supernet.call = counting
-        function, _ = step_function(task)
-        graph = function.get_concrete_function(first_batch(task)).graph.as_graph_def()
-        assert calls == [True, False], count  # one training body and one validation body
-        sizes[count] = (len(graph.node), sum(len(function.node_def) for function in graph.library.function))
+        # Without dropout the training micro-batches and the validation groups share one trace.
+        calls, sizes[count] = _traced_calls(built_task(architectures_per_step=count))
+        assert calls == [False], count
     assert sizes[1][1] == sizes[4][1]  # the loop bodies do not grow with K
     assert abs(sizes[1][0] - sizes[4][0]) <= 0.01 * sizes[1][0]
+    # With dropout (a supernet built with `dropout_rate`) the two differ: one trace each.
+    task = built_task(architectures_per_step=2)
+    task.supernet.dropout = keras.layers.Dropout(0.2)
+    calls, _ = _traced_calls(task)
+    assert calls == [True, False]
 
 
 def test_configuration_errors_and_defaults():
@@ -157,7 +197,7 @@ EQUIVALENCE_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
     import tf_keras as keras
-    from tests.conftest import run_script_for_result, tiny_search_space
+    from tests.conftest import assert_close_to_scale, run_script_for_result, tiny_search_space
     from tests.test_search_step import tiny_config
     from tunas_keras.training.search_task import SearchTask
 

@@ -194,6 +194,7 @@ class SearchTask(Task):
         self.num_replicas = strategy.num_replicas_in_sync
         self._check_batch_sizes()
         self.supernet = self._build_supernet((config.image_size, config.image_size, 3))
+        self._logit_functions = {}  # `_logits`: (dropout on, one-hot) -> traced forward pass
         self.jit_compile = _use_xla(config.jit_compile, self.supernet.execution)
         # Grappler on CPU-only hosts: ~4.5 s of the first step, no faster steps (docs/benchmarks.md).
         self.graph_optimizations = _has_accelerator()
@@ -297,7 +298,7 @@ class SearchTask(Task):
         Returns:
           `{name: scalar}` for every name of `train_metric_names`; `"loss"` is differentiated.
         """
-        logits = self.supernet(images, sample_masks, training=True, one_hot=one_hot)
+        logits = self._logits(images, sample_masks, training=True, one_hot=one_hot)
         cross_entropy = classification_loss(labels, logits, self.config.label_smoothing)
         # The reference's l2(weight_decay / 2) over the active non-classifier kernels.
         regularization = self.weight_decay / 2 * self.supernet.regularization_loss(sample_masks)
@@ -310,15 +311,45 @@ class SearchTask(Task):
 
     def _quality(self, images, labels, sample_masks, one_hot) -> tf.Tensor:
         """Q(α) of one sample on its validation group: top-1 accuracy (batch statistics)."""
-        logits = self.supernet(images, sample_masks, training=False, one_hot=one_hot)
+        logits = self._logits(images, sample_masks, training=False, one_hot=one_hot)
         return top1_accuracy(labels, logits)
+
+    def _logits(self, images, sample_masks, training, one_hot) -> tf.Tensor:
+        """The supernet's logits, through one `tf.function` per (dropout on, one-hot) setting.
+
+        The training micro-batches and the validation groups call the same traced function (its
+        batch dimension is left open), so the supernet's forward pass is traced once per setting
+        instead of once per caller (~0.4 s less start-up at the demo's size; docs/benchmarks.md).
+        Without dropout `training` changes nothing in the supernet (batch norm always uses batch
+        statistics), so both callers share one trace. The numbers are those of a direct call.
+        """
+        training = bool(training) and self.supernet.dropout is not None
+        key = (training, bool(one_hot))
+        if key not in self._logit_functions:
+            supernet = self.supernet
+            signature = [
+                tf.TensorSpec([None, *images.shape[1:]], images.dtype),
+                [tf.TensorSpec([count], tf.float32) for count in self.space.num_choices],
+            ]
+
+            def logits(batch, masks):
+                return supernet(batch, list(masks), training=training, one_hot=bool(one_hot))
+
+            self._logit_functions[key] = tf.function(logits, input_signature=signature, autograph=False)
+        return self._logit_functions[key](images, [tf.cast(mask, tf.float32) for mask in sample_masks])
 
     def _micro_batch_gradients(self, images, labels, step, op_probability, filter_probability, one_hot):
         """Samples K architectures and sums the gradients of their micro-batches (one traced loop body).
 
+        Each micro-batch's loss is differentiated times `1 / (K · replicas)`, so the sums are the
+        step's gradients (the mean over micro-batches; optimizers sum across replicas). Scaling
+        the loss, not the K sums, saves two ops per variable in the traced step; for K · replicas
+        a power of two the result is the same bit for bit.
+
         Returns:
-          `(gradient sums, sums of the `train_metric_names` values [M], Sample of [K, ...])`.
+          `(gradients, sums of the `train_metric_names` values [M], Sample of [K, ...])`.
         """
+        loss_scale = 1.0 / (self.architectures_per_step * self.num_replicas)
         variables = self.supernet.trainable_variables
         count = self.architectures_per_step
         fields = [
@@ -337,7 +368,8 @@ class SearchTask(Task):
             sample_masks = masks.unpad_masks(self.space, sample.masks)
             with tf.GradientTape() as tape:
                 metrics = self._micro_batch_loss(images[index], self._group(labels, index), sample_masks, one_hot)
-            gradients = tape.gradient(metrics["loss"], variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                scaled_loss = metrics["loss"] * loss_scale
+            gradients = tape.gradient(scaled_loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gradient_sums = [total + tf.convert_to_tensor(g) for total, g in zip(gradient_sums, gradients)]
             stats = tf.stack([tf.cast(metrics[name], tf.float32) for name in self.train_metric_names])
             fields = [array.write(index, value) for array, value in zip(fields, sample)]
@@ -368,7 +400,7 @@ class SearchTask(Task):
         probability = schedules.warmup_probability(step, self.total_steps, self.config.warmup_fraction)
         op_probability = probability if self.config.op_warmup else 0.0
         filter_probability = probability if self.config.filter_warmup else 0.0
-        gradient_sums, stat_sums, samples = self._micro_batch_gradients(
+        gradients, stat_sums, samples = self._micro_batch_gradients(
             self._split(train_images),
             self._split(train_labels),
             step,
@@ -376,10 +408,7 @@ class SearchTask(Task):
             filter_probability,
             one_hot=phase == "one_hot",
         )
-        # Mean over the K micro-batches; optimizers sum across replicas, hence also / replicas.
-        scale = 1.0 / (self.architectures_per_step * self.num_replicas)
-        variables = self.supernet.trainable_variables
-        self.optimizer.apply_gradients(zip([g * scale for g in gradient_sums], variables))
+        self.optimizer.apply_gradients(zip(gradients, self.supernet.trainable_variables))
         quality = self._qualities(self._split(valid_images), self._split(valid_labels), samples, phase == "one_hot")
         cost = self.cost_model.mask_cost(samples.masks)
         reward = self.policies.reward(quality, cost)

@@ -90,11 +90,27 @@ def test_html_report_names_every_decision(written_report):
 def test_html_report_embeds_its_figures(written_report):
     _, _, text, path = written_report
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', text)
-    assert [alt for alt, _ in images] == ["architecture", "cost and accuracy", "policy entropy", "probabilities"]
+    assert [alt for alt, _ in images] == ["architecture", "cost and accuracy", "policy entropy"]
     for _, data in images:
         assert base64.b64decode(data).startswith(PNG_MAGIC)
     assert 'src="http' not in text and "<link" not in text  # self-contained
     assert os.listdir(os.path.dirname(path)) == ["report.html"]  # nothing else written
+
+
+def test_html_report_shades_every_probability(written_report):
+    space, result, text, _ = written_report
+    _, probabilities, _ = _fake_search(space)
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>((?:<td[^>]*>[^<]*</td>)+)</tr>", text)
+    table = {label: (chosen, cells) for label, chosen, cells in rows}
+    for decision, values, index in zip(space.decisions, probabilities, result["indices"]):
+        chosen, cells = table[html_report.decision_label(decision)]
+        assert chosen == html_report.choice_label(decision.choices[index])
+        shaded = re.findall(
+            r'<td style="background:rgba\(33,113,181,([0-9.]+)\);color:#(?:fff|000)">([^<]+)</td>', cells
+        )
+        assert [float(alpha) for alpha, _ in shaded] == pytest.approx(values, abs=5e-4)  # darker = likelier
+        labels = [f"{html_report.choice_label(choice)}: {value:.3f}" for choice, value in zip(decision.choices, values)]
+        assert [cell for _, cell in shaded] == labels
 
 
 def test_multi_target_html_report_is_valid_and_shows_every_target(tmp_path):

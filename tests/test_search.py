@@ -58,7 +58,8 @@ def _check_search_outputs(model_dir, result, space_name):
     assert len(log["final_probabilities"]) == space.num_decisions
     assert (model_dir / "report.png").stat().st_size > 10_000
     report_html = (model_dir / "report.html").read_text()
-    assert report_html.count("data:image/png;base64,") == 4 and report_html.rstrip().endswith("</html>")
+    assert report_html.count("data:image/png;base64,") == 3 and report_html.rstrip().endswith("</html>")
+    assert report_html.count("background:rgba(33,113,181,") == sum(space.num_choices)  # shaded probabilities
     assert os.listdir(model_dir / "summaries")
 
 

@@ -235,28 +235,6 @@ def entropy_figure(history: list) -> bytes:
     return _png(figure)
 
 
-def probability_figure(labels: list, probabilities: list, choices: list) -> bytes:
-    """Final probabilities as a heatmap: one row per decision (named by `labels`), each cell
-    annotated with its choice's label (`choices`, per decision) and probability."""
-    pyplot = _pyplot()
-    width = max(len(values) for values in probabilities)
-    table = np.full((len(probabilities), width), np.nan)
-    for row, values in enumerate(probabilities):
-        table[row, : len(values)] = values
-    figure, axis = pyplot.subplots(figsize=(7, 0.9 + 0.2 * len(labels)))
-    image = axis.imshow(table, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    axis.set_yticks(range(len(labels)), labels, fontsize=7)
-    axis.set_xticks(range(width))
-    axis.set(xlabel="choice index", title="final per-decision probabilities")
-    for (row, column), value in np.ndenumerate(table):
-        if not np.isnan(value):
-            text = f"{choices[row][column]}: {value:.2f}"
-            axis.text(column, row, text, ha="center", va="center", fontsize=6, color="w" if value < 0.6 else "k")
-    figure.colorbar(image, ax=axis, fraction=0.04)
-    figure.tight_layout()
-    return _png(figure)
-
-
 def _image(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -277,12 +255,24 @@ def final_accuracy(history: list, fraction: float = FINAL_FRACTION, key: str = "
     return float(np.mean(values[-max(1, int(round(fraction * len(values)))) :]))
 
 
-def _probability_rows(space, probabilities: list, chosen: list) -> list:
+def probability_table(space, probabilities: list, chosen: list) -> str:
+    """The final probabilities as an HTML table shaded like a heatmap: a row per decision (its
+    `decision_label`), the chosen option, then one cell per choice with its label and
+    probability, its background as dark as the probability is high."""
+    width = max(space.num_choices)
     rows = []
     for decision, values, index in zip(space.decisions, probabilities, chosen):
-        shown = " | ".join(f"{choice_label(choice)}: {value:.3f}" for choice, value in zip(decision.choices, values))
-        rows.append([decision_label(decision), choice_label(decision.choices[index]), shown])
-    return rows
+        cells = [f"<td>{html.escape(decision_label(decision))}</td>"]
+        cells.append(f"<td>{html.escape(choice_label(decision.choices[index]))}</td>")
+        for choice, value in zip(decision.choices, values):
+            colour = "#fff" if value > 0.6 else "#000"
+            style = f"background:rgba(33,113,181,{value:.3f});color:{colour}"
+            cells.append(f'<td style="{style}">{html.escape(choice_label(choice))}: {value:.3f}</td>')
+        cells += ["<td></td>"] * (width - len(values))
+        rows.append("<tr>" + "".join(cells) + "</tr>\n")
+    header = ["decision", "chosen"] + [f"choice {column}" for column in range(width)]
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{''.join(rows)}</tbody>\n</table>"
 
 
 _STYLE = (
@@ -295,7 +285,6 @@ def render_html(space, history: list, probabilities: list, result: dict) -> str:
     """The report as one HTML string (see the module docstring)."""
     indices = list(result["indices"])
     rows = architecture_rows(space, indices)
-    searched = [(decision, values) for decision, values in zip(space.decisions, probabilities) if len(values) > 1]
     accuracy = final_accuracy(history)
     ratio = 100 * (result["cost"] / result["target_latency"] - 1)
     summary = [
@@ -321,15 +310,7 @@ def render_html(space, history: list, probabilities: list, result: dict) -> str:
         "<h2>Policy entropy</h2>",
         _image(entropy_figure(history), "policy entropy"),
         "<h2>Final per-decision probabilities</h2>",
-        _image(
-            probability_figure(
-                [decision_label(d) for d, _ in searched],
-                [v for _, v in searched],
-                [[choice_label(choice) for choice in d.choices] for d, _ in searched],
-            ),
-            "probabilities",
-        ),
-        _table(["decision", "chosen", "probabilities"], _probability_rows(space, probabilities, indices)),
+        probability_table(space, probabilities, indices),
     ]
     return _document(f"TuNAS search report: {space.name}", parts, result.get("config", {}))
 
@@ -428,7 +409,7 @@ def render_targets_html(
             _image(architecture_figure(rows, title), f"architecture for {label}"),
             _table(list(_COLUMNS), [_cells(row) for row in rows]),
             f"<h3>Target {html.escape(label)}: final per-decision probabilities</h3>",
-            _table(["decision", "chosen", "probabilities"], _probability_rows(space, values, list(result["indices"]))),
+            probability_table(space, values, list(result["indices"])),
         ]
     return _document(f"TuNAS multi-target search report: {space.name}", parts, results[0].get("config", {}))
 

@@ -339,6 +339,20 @@ def test_corrections_recover_what_they_model():
     assert chosen.name == "block_scale_weights" and "block_scale_weights(1e-06)" in scores
     np.testing.assert_allclose(chosen.weight_scales, [0.0, 0.5, 1.0, 2.0], atol=0.05)
     assert np.abs(chosen.predict(blocks, None, weights) - with_weights).max() < 0.05
+    # A cost per active layer (per block) that the table misses: the layers term recovers it.
+    layers = rng.integers(1, 5, (40, 4)).astype(float)
+    with_layers = targets + layers @ np.array([0.3, 0.0, 0.1, 0.2])
+    chosen, scores = fitting.choose_correction(blocks, np.zeros([40, 3]), with_layers, weights=weights, layers=layers)
+    assert chosen.name == "block_scale_layers" and chosen.weight_scales is None
+    assert {"block_scale_weights_layers(1e-06)", "block_scale_layers(1e-06)"} <= set(scores)
+    np.testing.assert_allclose(chosen.layer_scales, [0.3, 0.0, 0.1, 0.2], atol=0.02)
+    assert np.abs(chosen.predict(blocks, None, None, layers) - with_layers).max() < 0.02
+    both = fitting.fit_block_scale(
+        blocks, with_weights + layers @ np.array([0.3, 0.0, 0.1, 0.2]), 1e-6, weights, layers
+    )
+    assert both.name == "block_scale_weights_layers"
+    np.testing.assert_allclose(both.weight_scales, [0.0, 0.5, 1.0, 2.0], atol=0.05)
+    np.testing.assert_allclose(both.layer_scales, [0.3, 0.0, 0.1, 0.2], atol=0.05)
 
 
 def _fake_phone(report_text, calls):

@@ -217,30 +217,36 @@ def micro_latencies(plan: MicroPlan, values: dict, sample: Optional[list] = None
 
 @dataclasses.dataclass
 class _Networks:
-    """Per network: per-block table latency and parameters, one-hot features, measured latency."""
+    """Per network: per-block table latency, parameters and active layers, one-hot features, measured latency."""
 
     rows: list
     blocks: np.ndarray
     weights: np.ndarray
     features: np.ndarray
     measured: np.ndarray
+    layers: np.ndarray
 
 
 def _networks(space, catalogue, variant_latency: dict, rows: list, values: dict) -> _Networks:
     parameters = layer_table.variant_weights(catalogue)
     blocks = np.stack([layer_table.block_costs(catalogue, variant_latency, row) for row in rows])
     weights = np.stack([layer_table.block_costs(catalogue, parameters, row) for row in rows])
+    ones = layer_table.variant_layers(catalogue)
+    layers = np.stack([layer_table.block_costs(catalogue, ones, row) for row in rows])
     matrix = np.stack([features(space, row) for row in rows]).astype(np.float64)
     measured = np.asarray([values[str(space.architecture(row))] for row in rows])
-    return _Networks(rows, blocks, weights, matrix, measured)
+    return _Networks(rows, blocks, weights, matrix, measured, layers)
 
 
 def _linear_form(space, catalogue, variant_latency, correction: fitting.Correction) -> tuple[float, np.ndarray]:
     bias, kernel = layer_table.tables_to_linear(space, catalogue, variant_latency, 0.0, correction.scales)
-    if correction.weight_scales is not None:
-        parameters = layer_table.variant_weights(catalogue)
-        extra_bias, extra = layer_table.tables_to_linear(space, catalogue, parameters, 0.0, correction.weight_scales)
-        bias, kernel = bias + extra_bias, kernel + extra
+    for scales, per_variant in (
+        (correction.weight_scales, layer_table.variant_weights),
+        (correction.layer_scales, layer_table.variant_layers),
+    ):
+        if scales is not None:
+            extra_bias, extra = layer_table.tables_to_linear(space, catalogue, per_variant(catalogue), 0.0, scales)
+            bias, kernel = bias + extra_bias, kernel + extra
     if correction.residual is not None:
         kernel = kernel + correction.residual
     return float(np.float32(correction.bias + bias)), kernel.astype(np.float32)
@@ -260,7 +266,7 @@ def _table_methods(space, catalogue, variant_latency, overhead, train: _Networks
     """`table` (nothing fitted) and `table_corrected` (the cross-validated correction), evaluated on `sets`."""
     table = fitting.Correction("table", overhead, np.ones(train.blocks.shape[1]))
     correction, scores = fitting.choose_correction(
-        train.blocks, train.features, train.measured, seed=seed, weights=train.weights
+        train.blocks, train.features, train.measured, seed=seed, weights=train.weights, layers=train.layers
     )
     methods = {}
     for name, fitted, extra in (
@@ -276,6 +282,7 @@ def _table_methods(space, catalogue, variant_latency, overhead, train: _Networks
             "block_ms_per_million_weights": None
             if fitted.weight_scales is None
             else [float(scale) for scale in fitted.weight_scales],
+            "block_ms_per_layer": None if fitted.layer_scales is None else [float(s) for s in fitted.layer_scales],
             **extra,
         }
         methods[name] = {"bias": bias, "kernel": kernel, "fit": details, **_evaluate(bias, kernel, sets)}

@@ -1,9 +1,10 @@
 """Fits of a latency model to whole-network measurements: ridge over one-hot features, and the
 small corrections of a per-layer table.
 
-Every fitted model has the form `bias + Σ_b (scale_b · table_b(x) + w_b · params_b(x)) +
-residual · f(x)`: `table_b` is the summed per-layer latency of block `b` (from micro-benchmarks),
-`params_b` the parameters of its layers, `f` the Pixel-1 one-hot features (cost-model.md §4). So
+Every fitted model has the form `bias + Σ_b (scale_b · table_b(x) + w_b · params_b(x) + l_b ·
+layers_b(x)) + residual · f(x)`: `table_b` is the summed per-layer latency of block `b` (from
+micro-benchmarks), `params_b` the parameters of its layers, `layers_b` how many of its layers are
+active, `f` the Pixel-1 one-hot features (cost-model.md §4). So
 each is a linear model of the Pixel-1 layout and is stored as one (`layer_table.tables_to_linear`).
 Candidates:
 
@@ -13,6 +14,9 @@ Candidates:
 * `block_scale`: one scale per block, shrunk towards the affine `s` by `shrink` (cross-validated).
 * `block_scale_weights`: the same plus, per block, a coefficient on the parameters of its layers
   (inside a network the weights stream from memory; a layer timed alone keeps them in cache).
+* `block_scale_layers`: `block_scale` plus, per block, a cost per active layer (what a layer costs
+  inside a network beyond its isolated time minus the empty model's: scheduling, the buffers
+  between layers); `block_scale_weights_layers`: both terms.
 * `residual_ridge`: `affine` plus ridge over `f` of what it leaves.
 
 Scales and biases minimise the relative squared error (MAPE is what is reported; the ridge over `f`
@@ -29,7 +33,13 @@ import numpy as np
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SHRINK_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CV_FOLDS = 5
-CORRECTIONS = ("affine", "block_scale", "block_scale_weights", "residual_ridge")
+# Block-scale corrections with per-block covariates: the covariates each one uses.
+COVARIATES = {
+    "block_scale_weights": ("weights",),
+    "block_scale_layers": ("layers",),
+    "block_scale_weights_layers": ("weights", "layers"),
+}
+CORRECTIONS = ("affine", "block_scale", *COVARIATES, "residual_ridge")
 
 
 def _ridge_path(feature_matrix, targets, l2_values) -> list[tuple[float, np.ndarray]]:
@@ -92,11 +102,12 @@ def choose_l2(feature_matrix, targets, grid=L2_GRID, folds: int = CV_FOLDS, seed
 
 @dataclasses.dataclass
 class Correction:
-    """`bias + blocks @ scales + weights @ weight_scales + features @ residual`.
+    """`bias + blocks @ scales + weights @ weight_scales + layers @ layer_scales + features @ residual`.
 
     `blocks`: per block, the summed table latency of a network's layers (ms); `weights`: per
     block, their parameters (millions; weights stream from memory inside a network, not when a
-    layer runs alone); `features`: the one-hot features. Absent terms are None.
+    layer runs alone); `layers`: per block, its active layers; `features`: the one-hot features.
+    Absent terms are None.
     """
 
     name: str
@@ -105,11 +116,14 @@ class Correction:
     weight_scales: Optional[np.ndarray] = None
     residual: Optional[np.ndarray] = None
     parameter: Optional[float] = None  # shrink or l2, when the correction has one
+    layer_scales: Optional[np.ndarray] = None
 
-    def predict(self, blocks: np.ndarray, features: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    def predict(self, blocks: np.ndarray, features: np.ndarray, weights=None, layers=None) -> np.ndarray:
         predicted = self.bias + blocks @ self.scales
         if self.weight_scales is not None:
             predicted = predicted + weights @ self.weight_scales
+        if self.layer_scales is not None:
+            predicted = predicted + layers @ self.layer_scales
         return predicted + features @ self.residual if self.residual is not None else predicted
 
 
@@ -125,22 +139,29 @@ def fit_affine(blocks: np.ndarray, targets: np.ndarray) -> Correction:
 
 
 def fit_block_scale(
-    blocks: np.ndarray, targets: np.ndarray, shrink: float, weights: Optional[np.ndarray] = None
+    blocks: np.ndarray,
+    targets: np.ndarray,
+    shrink: float,
+    weights: Optional[np.ndarray] = None,
+    layers: Optional[np.ndarray] = None,
 ) -> Correction:
     """One scale per block (and a bias), with `shrink · n · Σ_b (s_b - s)^2` added, `s` the affine scale;
-    with `weights`, also one coefficient per block on its parameters, shrunk towards 0 alike.
+    with `weights` (per block: parameters) and / or `layers` (per block: active layers), also one
+    coefficient per block on each, shrunk towards 0 alike.
 
     Blocks whose table is the same in every network (fixed layers) are not identifiable apart
     from the bias; the shrinkage keeps them at `s`.
     """
     affine = fit_affine(blocks, targets)
     count, num_blocks = blocks.shape
+    present = [matrix for matrix in (weights, layers) if matrix is not None]
     columns, prior = [blocks], [affine.scales]
-    # Parameters are scaled to the latencies' magnitude, so that one `shrink` suits both.
-    unit = blocks.sum() / max(weights.sum(), 1e-12) if weights is not None else 1.0
-    if weights is not None:
-        columns.append(weights * unit)
-        prior.append(np.zeros(weights.shape[1]))
+    # Covariates are scaled to the latencies' magnitude, so that one `shrink` suits them all.
+    if present:
+        covariates = np.concatenate(present, axis=1)
+        unit = blocks.sum() / max(covariates.sum(), 1e-12)
+        columns.append(covariates * unit)
+        prior.append(np.zeros(covariates.shape[1]))
     tables, prior = np.concatenate(columns, axis=1), np.concatenate(prior)
     inverse = 1.0 / targets
     design = np.concatenate([np.ones([count, 1]), tables], axis=1) * inverse[:, None]
@@ -150,9 +171,18 @@ def fit_block_scale(
         np.concatenate([targets * inverse, np.sqrt(shrink * count) * prior]),
         rcond=None,
     )[0]
-    weight_scales = solution[1 + num_blocks :] * unit if weights is not None else None
-    name = "block_scale" if weights is None else "block_scale_weights"
-    return Correction(name, float(solution[0]), solution[1 : 1 + num_blocks], weight_scales, parameter=shrink)
+    extra = list(solution[1 + num_blocks :] * unit) if present else []
+    weight_scales = np.asarray(extra[: weights.shape[1]]) if weights is not None else None
+    layer_scales = np.asarray(extra[len(extra) - layers.shape[1] :]) if layers is not None else None
+    name = "block_scale" + ("_weights" if weights is not None else "") + ("_layers" if layers is not None else "")
+    return Correction(
+        name,
+        float(solution[0]),
+        solution[1 : 1 + num_blocks],
+        weight_scales,
+        parameter=shrink,
+        layer_scales=layer_scales,
+    )
 
 
 def fit_residual_ridge(blocks: np.ndarray, features: np.ndarray, targets: np.ndarray, l2: float) -> Correction:
@@ -162,26 +192,30 @@ def fit_residual_ridge(blocks: np.ndarray, features: np.ndarray, targets: np.nda
     return Correction("residual_ridge", affine.bias + bias, affine.scales, residual=kernel, parameter=l2)
 
 
-def fit_correction(name: str, blocks, features, targets, parameter: Optional[float], weights=None) -> Correction:
+def _covariates(name: str, weights, layers) -> dict:
+    """The per-block covariates a block-scale correction `name` uses (`COVARIATES`)."""
+    given = {"weights": weights, "layers": layers}
+    return {key: given[key] for key in COVARIATES.get(name, ())}
+
+
+def fit_correction(name: str, blocks, features, targets, parameter: Optional[float], weights=None, layers=None):
     if name == "affine":
         return fit_affine(blocks, targets)
-    if name == "block_scale":
-        return fit_block_scale(blocks, targets, parameter)
-    if name == "block_scale_weights":
-        return fit_block_scale(blocks, targets, parameter, weights)
+    if name == "block_scale" or name in COVARIATES:
+        return fit_block_scale(blocks, targets, parameter, **_covariates(name, weights, layers))
     if name == "residual_ridge":
         return fit_residual_ridge(blocks, features, targets, parameter)
     raise ValueError(f"Invalid value for argument `correction`. Expected one of {CORRECTIONS}. Received: {name!r}")
 
 
-def _fold_corrections(blocks, features, targets, names, weights=None) -> dict:
+def _fold_corrections(blocks, features, targets, names, weights=None, layers=None) -> dict:
     """Every candidate `(name, parameter)` fitted on one training split (one SVD for all `l2`)."""
     affine = fit_affine(blocks, targets)
     fitted = {("affine", None): affine}
     for shrink in SHRINK_GRID:
-        fitted[("block_scale", shrink)] = fit_block_scale(blocks, targets, shrink)
-        if weights is not None:
-            fitted[("block_scale_weights", shrink)] = fit_block_scale(blocks, targets, shrink, weights)
+        for name in ("block_scale", *COVARIATES):
+            if name in names:
+                fitted[(name, shrink)] = fit_block_scale(blocks, targets, shrink, **_covariates(name, weights, layers))
     if "residual_ridge" in names:
         residual = targets - affine.predict(blocks, features)
         for l2, (bias, kernel) in zip(L2_GRID, _ridge_path(features, residual, L2_GRID)):
@@ -191,31 +225,40 @@ def _fold_corrections(blocks, features, targets, names, weights=None) -> dict:
     return {key: value for key, value in fitted.items() if key[0] in names}
 
 
-def choose_correction(blocks, features, targets, names=CORRECTIONS, folds: int = CV_FOLDS, seed: int = 0, weights=None):
+def choose_correction(
+    blocks, features, targets, names=CORRECTIONS, folds: int = CV_FOLDS, seed: int = 0, weights=None, layers=None
+):
     """The correction (and its shrink / l2) with the lowest k-fold cross-validated MAPE.
 
     Args:
       blocks / features / targets: per training network, its per-block table latencies, one-hot
         features and measured latency.
-      names: the candidates (`CORRECTIONS`); "block_scale_weights" needs `weights`.
+      names: the candidates (`CORRECTIONS`); those of `COVARIATES` need their covariates.
       weights: per network and block, the parameters (millions), or None.
+      layers: per network and block, the active layers, or None.
 
     Returns:
       `(correction fitted on all samples, {"name(parameter)": cross-validated MAPE %})`.
     """
     blocks, features = np.asarray(blocks, np.float64), np.asarray(features, np.float64)
     targets = np.asarray(targets, np.float64)
-    names = [name for name in names if weights is not None or name != "block_scale_weights"]
+    given = {"weights": weights, "layers": layers}
+    names = [name for name in names if all(given[key] is not None for key in COVARIATES.get(name, ()))]
     assignment = _folds(len(targets), folds, seed)
     errors: dict = {}
+
+    def rows(matrix, selected):
+        return None if matrix is None else matrix[selected]
+
     for fold in np.unique(assignment):
-        test, part = assignment == fold, (lambda rows: None if weights is None else weights[rows])
-        for key, fitted in _fold_corrections(
-            blocks[~test], features[~test], targets[~test], names, part(~test)
-        ).items():
-            error = np.abs(fitted.predict(blocks[test], features[test], part(test)) - targets[test]) / targets[test]
-            errors.setdefault(key, []).append(error)
+        test = assignment == fold
+        candidates = _fold_corrections(
+            blocks[~test], features[~test], targets[~test], names, rows(weights, ~test), rows(layers, ~test)
+        )
+        for key, fitted in candidates.items():
+            predicted = fitted.predict(blocks[test], features[test], rows(weights, test), rows(layers, test))
+            errors.setdefault(key, []).append(np.abs(predicted - targets[test]) / targets[test])
     scores = {key: float(np.mean(np.concatenate(values)) * 100) for key, values in errors.items()}
     name, parameter = min(scores, key=scores.get)
     labels = {f"{key[0]}({key[1]:g})" if key[1] is not None else key[0]: value for key, value in scores.items()}
-    return fit_correction(name, blocks, features, targets, parameter, weights), labels
+    return fit_correction(name, blocks, features, targets, parameter, weights, layers), labels

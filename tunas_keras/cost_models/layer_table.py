@@ -458,6 +458,11 @@ def variant_weights(catalogue: LayerCatalogue) -> dict:
     return {key: sum(op.weights for op in _cached_ops(variant)) / 1e6 for key, variant in catalogue.variants.items()}
 
 
+def variant_layers(catalogue: LayerCatalogue) -> dict:
+    """1 for every variant: summed per block (`block_costs`), a network's active layers per block."""
+    return {key: 1.0 for key in catalogue.variants}
+
+
 def variant_latencies(catalogue: LayerCatalogue, unit: str, latency_ms: dict) -> dict:
     """Latency of every variant: `latency_ms` itself (unit "layer") or the sum of its ops' ("op")."""
     if unit == "layer":

@@ -8,9 +8,10 @@ import tensorflow as tf
 
 import tunas_keras
 from tests.conftest import assert_close_to_scale
+from tunas_keras import masks
 from tunas_keras.cost_models import estimate_cost
 from tunas_keras.cost_models.calibration import spearman
-from tunas_keras.training.child_ranking import rank_children
+from tunas_keras.training.child_ranking import evaluate_children, rank_children
 from tunas_keras.training.config import SearchConfig, config_to_json
 from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
 from tunas_keras.training.standalone_task import copy_weights_from_supernet
@@ -25,10 +26,12 @@ def search(tmp_path_factory):
     config = SearchConfig(image_size=SHAPE[0], model_dir=str(directory))
     (directory / "config.json").write_text(config_to_json(config))
     supernet = tunas_keras.build_supernet("proxyless", num_classes=10, input_shape=SHAPE)
+    supernet(tf.zeros((1,) + SHAPE), masks.uniform_masks(supernet.space), training=False)
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), supernet=supernet)
+    checkpoint.write(str(directory / "checkpoints" / "rl_start"))  # a kept checkpoint: the initial weights
     rng = np.random.default_rng(0)
     for variable in supernet.trainable_variables:
         variable.assign_add(rng.normal(0.0, 0.1, variable.shape).astype(np.float32))
-    checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), supernet=supernet)
     tf.train.CheckpointManager(checkpoint, str(directory / "checkpoints"), max_to_keep=1).save()
     found = tunas_keras.reference_architecture("proxylessnas_mobile", space="proxyless")
     index = {"architectures": [{"target_latency": 84.0, "indices": list(found.indices)}]}
@@ -54,6 +57,24 @@ def test_rank_children_evaluates_each_child_like_its_extracted_model(search):
     accuracies = [child["accuracy"] for child in result["children"]]
     np.testing.assert_equal(result["spearman"], spearman(costs, accuracies))
     assert result["accuracy_by_cost_tercile"] == [accuracies[i] for i in np.argsort(costs)]
+
+
+def test_rank_children_restores_a_kept_checkpoint(search):
+    search_dir, _, config = search
+    kept = rank_children(search_dir, num_architectures=3, num_batches=1, batch_size=16, seed=0, checkpoint="rl_start")
+    fresh = tunas_keras.build_supernet("proxyless", num_classes=10, input_shape=SHAPE)
+    fresh(tf.zeros((1,) + SHAPE), masks.uniform_masks(fresh.space), training=False)
+    tf.train.Checkpoint(supernet=fresh).restore(f"{search_dir}/checkpoints/rl_start").expect_partial()
+    batches = list(dataset_from_config(config).make("valid", 16, training=False, repeat=False).take(1))
+    indices = np.asarray([child["indices"] for child in kept["children"]])
+    np.testing.assert_allclose(
+        [child["accuracy"] for child in kept["children"]], evaluate_children(fresh, indices, batches)
+    )
+    latest = rank_children(search_dir, num_architectures=3, num_batches=1, batch_size=16, seed=0)
+    assert kept["checkpoint"] == "rl_start" and latest["checkpoint"] == "latest"
+    assert [child["indices"] for child in latest["children"]] == indices.tolist()  # same children, other weights
+    with pytest.raises(ValueError, match=r"`checkpoint`. Expected 'latest' or a checkpoint kept in .* Received: 'x'"):
+        rank_children(search_dir, checkpoint="x")
 
 
 def test_standalone_model_starts_from_the_searched_weights(search):

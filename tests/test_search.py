@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tunas_keras
 from tests.conftest import SPACE_NAMES, tiny_search_space
@@ -87,6 +88,15 @@ def _assert_resume_equals_uninterrupted(tmp_path, space=None, **overrides):
     np.testing.assert_allclose(
         np.concatenate(resumed_log["final_probabilities"]), np.concatenate(full_log["final_probabilities"]), atol=1e-5
     )
+    # Both keep the weights of the RL start (step 3 of 12), written once, beside the rolling checkpoints.
+    kept = [tf.train.load_checkpoint(str(tmp_path / name / "checkpoints" / "rl_start")) for name in ("full", "split")]
+    final = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "full" / "checkpoints")))
+    assert [reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") for reader in kept + [final]] == [3, 3, 12]
+    names = [
+        name for name in final.get_variable_to_shape_map() if name.startswith("supernet/") and "OPTIMIZER" not in name
+    ]
+    assert names and all(np.array_equal(kept[0].get_tensor(name), kept[1].get_tensor(name)) for name in names)
+    assert any(not np.array_equal(kept[0].get_tensor(name), final.get_tensor(name)) for name in names)
 
 
 def test_interrupted_search_ends_with_the_same_architecture(tmp_path):

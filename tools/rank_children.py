@@ -32,6 +32,11 @@ flags.DEFINE_integer(
     "batch_size", 128, "Held-out batch size (the search's validation batch is 4 x its batch).", lower_bound=1
 )
 flags.DEFINE_integer("seed", 0, "Seed of the sampled architectures.")
+flags.DEFINE_string(
+    "checkpoint",
+    "latest",
+    "'latest' (the final shared weights) or a kept checkpoint: 'rl_start', the weights at the end of the warmup.",
+)
 flags.DEFINE_string("output", None, "Optional JSON file for the full result.")
 flags.DEFINE_string("pareto_plot", None, "Optional PNG: accuracy vs cost of the found architectures and the children.")
 flags.mark_flag_as_required("search_dir")
@@ -40,13 +45,16 @@ flags.mark_flag_as_required("search_dir")
 def main(argv):
     del argv
     with errors.user_input():
-        _, checkpoint_path = read_search_config(FLAGS.search_dir)
+        _, checkpoint_path = read_search_config(FLAGS.search_dir, checkpoint=FLAGS.checkpoint)
         check_checkpoint_readable(checkpoint_path, argument="search_dir")
         for argument in ("output", "pareto_plot"):
             if FLAGS[argument].value:
                 check_writable_file(FLAGS[argument].value, argument)
-    result = rank_children(FLAGS.search_dir, FLAGS.num_architectures, FLAGS.num_batches, FLAGS.batch_size, FLAGS.seed)
-    print(f"{result['space']}: {len(result['children'])} children, {result['num_images']} held-out images each")
+    result = rank_children(
+        FLAGS.search_dir, FLAGS.num_architectures, FLAGS.num_batches, FLAGS.batch_size, FLAGS.seed, FLAGS.checkpoint
+    )
+    shape = f"{len(result['children'])} children, {result['num_images']} held-out images each"
+    print(f"{result['space']}: {shape}, checkpoint {FLAGS.checkpoint!r}")
     for name in ("smallest", "largest"):
         print(f"  {name:8s} cost {result[name]['cost']:8.2f}  accuracy {result[name]['accuracy']:.3f}")
     children = sorted(result["children"], key=lambda child: child["cost"])

@@ -26,18 +26,29 @@ from tunas_keras.cost_models.calibration import spearman
 from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
 from tunas_keras.models.supernet import Supernet, build_supernet
 from tunas_keras.training.config import SearchConfig, config_from_dict
-from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
+from tunas_keras.training.search_task import RL_START_CHECKPOINT, dataset_from_config, top1_accuracy
 
 
 def read_search_config(
-    search_dir: str, argument: str = "search_dir", config_class: type = SearchConfig
+    search_dir: str, argument: str = "search_dir", config_class: type = SearchConfig, checkpoint: str = "latest"
 ) -> tuple[SearchConfig, str]:
-    """`(config, latest checkpoint path)` of a `tools/search.py` model_dir, or a ValueError naming `argument`.
+    """`(config, checkpoint path)` of a `tools/search.py` model_dir, or a ValueError naming `argument`.
 
     `config_class`: the search's config dataclass (e.g. `detection.config.DetectionSearchConfig`).
+    `checkpoint`: "latest", or the name of a kept checkpoint (e.g. "rl_start", the weights as
+    the warmup left them; see `SearchTask.kept_checkpoints`).
     """
     config_path = os.path.join(search_dir, "config.json")
-    checkpoint_path = tf.train.latest_checkpoint(os.path.join(search_dir, "checkpoints"))
+    directory = os.path.join(search_dir, "checkpoints")
+    if checkpoint == "latest":
+        checkpoint_path = tf.train.latest_checkpoint(directory)
+    else:
+        checkpoint_path = os.path.join(directory, checkpoint)
+        if not os.path.isfile(checkpoint_path + ".index"):
+            raise ValueError(
+                f"Invalid value for argument `checkpoint`. Expected 'latest' or a checkpoint kept in {directory} "
+                f"(e.g. '{RL_START_CHECKPOINT}', which searches keep). Received: {checkpoint!r}"
+            )
     if not os.path.isfile(config_path) or checkpoint_path is None:
         raise ValueError(
             f"Invalid value for argument `{argument}`. Expected a search model_dir with config.json and "
@@ -80,9 +91,17 @@ def evaluate_children(supernet: Supernet, indices: np.ndarray, batches: list) ->
 
 
 def rank_children(
-    search_dir: str, num_architectures: int = 32, num_batches: int = 4, batch_size: int = 128, seed: int = 0
+    search_dir: str,
+    num_architectures: int = 32,
+    num_batches: int = 4,
+    batch_size: int = 128,
+    seed: int = 0,
+    checkpoint: str = "latest",
 ) -> dict:
     """Evaluates sampled children of a search's supernet; see the module docstring.
+
+    `checkpoint`: "latest" (the final shared weights of a finished search) or a kept one
+    ("rl_start": the weights at the end of the warmup, before the policy trains).
 
     Returns:
       `{"children": [{"indices", "cost", "accuracy"}, ...], "spearman": accuracy vs cost over
@@ -99,7 +118,7 @@ def rank_children(
     for name, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"Invalid value for argument `{name}`. Expected an int >= {minimum}. Received: {value!r}")
-    config, checkpoint_path = read_search_config(search_dir)
+    config, checkpoint_path = read_search_config(search_dir, checkpoint=checkpoint)
     data = dataset_from_config(config)
     supernet = load_search_supernet(config, checkpoint_path, data.num_classes)
     cost_model = cost_models.get_cost_model(config.cost_model, supernet.space)
@@ -107,7 +126,11 @@ def rank_children(
     ranking = rank_supernet_children(
         supernet, data, cost_model, num_architectures, num_batches, batch_size, seed, found
     )
-    return {**ranking, "cost_model": config.cost_model}  # as the search names it (e.g. a .json path)
+    return {
+        **ranking,
+        "cost_model": config.cost_model,
+        "checkpoint": checkpoint,
+    }  # as the search names it (e.g. a .json path)
 
 
 def found_architectures(search_dir: str) -> list:

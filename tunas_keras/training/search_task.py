@@ -47,6 +47,8 @@ from tunas_keras.training.trainer import Task, write_atomic
 _SEED_STRIDE = 1_000_003  # keeps the per-purpose seed streams apart
 # Steps after op warmup from which a second (one-hot) step graph pays for its tracing.
 ONE_HOT_GRAPH_MIN_STEPS = 500
+# The checkpoint kept at the RL start (`checkpoints/rl_start`): the weights the warmup trained.
+RL_START_CHECKPOINT = "rl_start"
 # The reference's default search weight decay: 3e-5 for the MobileNetV3-like space (which it
 # trains in bfloat16), 4e-5 for the others (`mobile_architecture_search.py`).
 SEARCH_WEIGHT_DECAY = {"mobilenet_v3_like": 3e-5}
@@ -244,6 +246,10 @@ class SearchTask(Task):
         for index, (controller, reinforce) in enumerate(zip(self.policies.controllers, self.policies.reinforces)):
             items[f"controller_{index}"], items[f"reinforce_{index}"] = controller, reinforce
         return items
+
+    def kept_checkpoints(self) -> dict:
+        # The shared weights as the warmup left them, before the policy starts to specialise them.
+        return {self.rl_delay: RL_START_CHECKPOINT} if 0 < self.rl_delay < self.total_steps else {}
 
     def dataset_fn(self, start_step: int):
         config, data = self.config, self.data

@@ -331,6 +331,14 @@ class Task(abc.ABC):
     # Grappler's graph optimisations while the run lasts (set in `build`; see `graph_optimizations`).
     graph_optimizations: bool = True
 
+    def kept_checkpoints(self) -> dict:
+        """`{step: name}`: steps whose checkpoint is also kept as `checkpoints/<name>` (never pruned).
+
+        The rolling checkpoints keep only the last few steps; a task names the steps worth
+        keeping (the search: its RL start, when the shared weights have seen only the warmup).
+        """
+        return {}
+
     def write_summaries(self, step: int) -> None:
         """Extra summaries (host side), called inside the trainer's summary writer context; none by default."""
         del step
@@ -486,6 +494,7 @@ class Trainer:
         dataset = self.strategy.distribute_datasets_from_function(self.task.dataset_fn(start))
         iterator = iter(dataset)
         train_step = self._make_step_function(step)
+        kept = self.task.kept_checkpoints()
         writer = tf.summary.create_file_writer(os.path.join(output_dir, "summaries"))
         # Stateful: show each value as of the current step (Keras would average them over steps).
         progress = None
@@ -505,6 +514,9 @@ class Trainer:
                     self.task.write_summaries(current)
             if progress is not None:
                 progress.update(current, values=self.task.progress_values(metrics), finalize=current == last)
+            if current in kept:
+                # Before the rolling save: a kill between the two re-reaches this step on resume.
+                manager.checkpoint.write(os.path.join(output_dir, "checkpoints", kept[current]))
             if current % self.checkpoint_every == 0 or current == last:
                 writer.flush()
                 self._save_history(output_dir, history)

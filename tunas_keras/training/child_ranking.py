@@ -108,7 +108,7 @@ def rank_children(
       the sampled children, "smallest" / "largest": the extreme architectures' entries,
       "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
       "found": the search's own architectures (`found_architectures`) with their accuracy and
-      "target_latency", "num_images", "space", "cost_model"}`.
+      "target_latency", "num_images", "space", "cost_model", "checkpoint"}`.
     """
     checks = (
         ("num_architectures", num_architectures, 3),
@@ -126,11 +126,8 @@ def rank_children(
     ranking = rank_supernet_children(
         supernet, data, cost_model, num_architectures, num_batches, batch_size, seed, found
     )
-    return {
-        **ranking,
-        "cost_model": config.cost_model,
-        "checkpoint": checkpoint,
-    }  # as the search names it (e.g. a .json path)
+    # The cost model as the search names it (e.g. a .json path).
+    return {**ranking, "cost_model": config.cost_model, "checkpoint": checkpoint}
 
 
 def found_architectures(search_dir: str) -> list:

@@ -210,6 +210,48 @@ def test_noisy_device_triggers_the_warning(tmp_path):
     assert quiet["warnings"] == []
 
 
+def test_disturbed_rounds_are_the_ones_shifted_as_a_whole():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 5.0, 40)
+
+    def records(factors):
+        return [
+            {"key": f"n{i}", "round": r, "min": value * factor * (1 + 0.01 * rng.standard_normal())}
+            for r, factor in enumerate(factors)
+            for i, value in enumerate(base)
+        ]
+
+    shifted = protocol.disturbed_rounds(records([1.0, 1.13, 1.0, 1.0, 0.99]), "min", 5.0)
+    assert list(shifted) == [1] and shifted[1] == pytest.approx(13.0, abs=1.0)
+    assert protocol.disturbed_rounds(records([1.0, 1.02, 0.98, 1.0, 1.01]), "min", 5.0) == {}  # idle jitter
+    assert protocol.disturbed_rounds(records([1.0, 1.2]), "min", 5.0) == {}  # two rounds: no majority
+    assert protocol.disturbed_rounds(records([1.0, 1.2, 1.3, 1.0]), "min", 5.0) == {}  # half the rounds
+
+
+def test_a_disturbed_round_is_left_out_and_reported(tmp_path):
+    space = tunas_keras.get_search_space("proxyless")
+    options = calibration.Protocol(rounds=3, micro_rounds=2, num_anchors=2, anchor_every=10)
+    quiet = _calibrate(tmp_path, SyntheticDevice(space), num_train=20, num_heldout=20, options=options)
+    cache = tmp_path / calibration.CACHE_NAME
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    for record in lines:  # other work slowed round 1 of the networks by 20 %
+        if record.get("phase") == "network" and record["round"] == 1:
+            record.update({name: 1.2 * record[name] for name in ("min", "median", "mean")})
+    cache.write_text("".join(json.dumps(record) + "\n" for record in lines))
+    report = _calibrate(tmp_path, None, num_train=20, num_heldout=20, options=options, fit_only=True)
+    assert list(report["networks"]["dropped_rounds"]) == [1] and report["micro"]["dropped_rounds"] == {}
+    assert report["networks"]["dropped_rounds"][1] == pytest.approx(20.0, rel=1e-6)
+    assert report["networks"]["noise"]["num_rounds"] == 2  # the noise floor of the rounds kept
+    assert report["networks"]["noise"]["round_to_round"]["mean"]["mape_percent"] == pytest.approx(0.0, abs=1e-9)
+    assert report["warnings"] == [
+        "networks: round 1 ran 20.0 % slower than the others as a whole (other work during it?); left out of "
+        "the values and the noise floor."
+    ]
+    for name in ("train", "heldout"):
+        assert report[name]["mape_percent"] == pytest.approx(quiet[name]["mape_percent"], rel=1e-6)
+    assert report["measurement_seconds"] == pytest.approx(quiet["measurement_seconds"])  # the left-out round too
+
+
 def test_a_fit_below_the_noise_floor_is_flagged():
     report = {
         "method": "table_corrected",

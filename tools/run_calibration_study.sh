@@ -22,7 +22,7 @@ PY=${PY:-.venv/bin/python}
 CPU=${CPU:-1}
 export TF_CPP_MIN_LOG_LEVEL=2
 COMMON=(--image_size=224 --num_classes=1001 --num_threads=1 "--cpus=$CPU" --seed=0 --num_train=58
-        --num_heldout=50 --rounds=3 --micro_rounds=3 ${EXTRA:-})
+        --num_heldout=50 --rounds=5 --micro_rounds=5 ${EXTRA:-})
 mkdir -p "$OUT/figures"
 start=$(date +%s)
 for space in proxyless proxyless_enlarged mobilenet_v3_like; do

@@ -59,6 +59,9 @@ REPORT_NAME = "calibration_report.json"
 PLOT_NAME = "calibration.png"
 MICRO_NAME = "micro_latency.json"
 OVERHEAD_KEY = "overhead"
+# A round whose values sit this far (%) from the other rounds' as a whole is left out of the
+# values and the noise floor (`protocol.disturbed_rounds`; idle rounds here shift by <= 2 %).
+DISTURBED_ROUND_PERCENT = 5.0
 ABLATION_FRACTION = 0.3
 # Rounds of whole networks disagreeing by more (MAPE, %) warn. The idle 2-core study host showed
 # 3.1-3.7 %, the same host beside a busy loop per core 33 % (docs/benchmarks.md).
@@ -118,10 +121,10 @@ class Protocol:
     per round; `num_anchors` items are re-visited every `anchor_every` items of each round.
     """
 
-    rounds: int = 3
+    rounds: int = 5
     warmup_runs: int = 3
     runs: int = 10
-    micro_rounds: int = 3
+    micro_rounds: int = 5
     micro_warmup_runs: int = 2
     micro_runs: int = 10
     num_anchors: int = 3
@@ -369,6 +372,17 @@ def _measured(records: list, keys: list, statistic: str, what: str) -> dict:
     return values
 
 
+def _drop_disturbed_rounds(micro_records: list, network_records: list, statistic: str) -> tuple:
+    """`(micro, network records, {"micro" / "networks": {round: shift %}})` without disturbed rounds."""
+    dropped = {
+        "micro": protocol.disturbed_rounds(micro_records, statistic, DISTURBED_ROUND_PERCENT, [OVERHEAD_KEY]),
+        "networks": protocol.disturbed_rounds(network_records, statistic, DISTURBED_ROUND_PERCENT),
+    }
+    micro_records = [record for record in micro_records if record["round"] not in dropped["micro"]]
+    network_records = [record for record in network_records if record["round"] not in dropped["networks"]]
+    return micro_records, network_records, dropped
+
+
 def _measure(settings, plan, network_items, network_anchors, cache, device, options: Protocol, seed, progress) -> None:
     micro_keys = plan.measured_keys
     with devices.pinned(devices.parse_cpus(settings.cpus) if settings.target == "host" else None):
@@ -447,6 +461,11 @@ def _fit_and_report(
     max_noise_percent,
     options,
 ) -> dict:
+    seconds = {  # the whole measurement, the rounds left out included
+        "micro": protocol.measurement_seconds(micro_records),
+        "networks": protocol.measurement_seconds(network_records),
+    }
+    micro_records, network_records, dropped = _drop_disturbed_rounds(micro_records, network_records, statistic)
     micro_values = _measured(micro_records, plan.measured_keys + [OVERHEAD_KEY], statistic, "micro-benchmarks")
     latency, micro_info = micro_latencies(plan, micro_values)
     variant_latency = layer_table.variant_latencies(catalogue, plan.unit, latency)
@@ -487,13 +506,15 @@ def _fit_and_report(
             "num_models": len(plan.ops) if plan.ops else len(catalogue.variants),
             "num_layer_variants": len(catalogue.variants),
             "noise": protocol.noise_floor(micro_records, statistic, exclude=[OVERHEAD_KEY]),
-            "seconds": protocol.measurement_seconds(micro_records),
+            "dropped_rounds": dropped["micro"],
+            "seconds": seconds["micro"],
         },
         "networks": {
             "num_train": len(train_rows),
             "num_heldout": len(heldout_rows),
             "noise": protocol.noise_floor(network_records, statistic),
-            "seconds": protocol.measurement_seconds(network_records),
+            "dropped_rounds": dropped["networks"],
+            "seconds": seconds["networks"],
         },
         "load_average_1m": float(np.mean(loads)) if loads else None,
         "methods": {

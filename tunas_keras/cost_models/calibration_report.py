@@ -19,7 +19,8 @@ PLOTTED = (
 def noise_warnings(report: dict, max_noise_percent: float) -> list[str]:
     """Sentences saying why the measurements cannot support the fit's accuracy (empty: none).
 
-    Warns when the rounds of whole networks disagree by more than `max_noise_percent` (MAPE;
+    Warns for every round left out as disturbed (`protocol.disturbed_rounds`), when the rounds of
+    whole networks disagree by more than `max_noise_percent` (MAPE;
     micro-benchmarks: twice that), when an anchor drifts by more than twice its phase's limit
     (coefficient of variation: single slow visits weigh in, so it is looser),
     when the expected error of the measured networks is above the chosen fit's held-out MAPE,
@@ -28,6 +29,11 @@ def noise_warnings(report: dict, max_noise_percent: float) -> list[str]:
     warnings = []
     chosen = report["methods"][report["method"]]["heldout"]["mape_percent"]
     for phase, limit in (("networks", max_noise_percent), ("micro", 2 * max_noise_percent)):
+        for round_index, shift in sorted(report[phase].get("dropped_rounds", {}).items()):
+            warnings.append(
+                f"{phase}: round {round_index} ran {abs(shift):.1f} % {'slower' if shift > 0 else 'faster'} than the "
+                "others as a whole (other work during it?); left out of the values and the noise floor."
+            )
         noise = report[phase]["noise"]
         rounds = noise.get("round_to_round")
         if rounds and rounds["mean"]["mape_percent"] > limit:

@@ -269,6 +269,32 @@ def round_values(records: Sequence[dict], statistic: str) -> dict[str, dict[int,
     return {key: {r: float(np.median(values)) for r, values in rounds.items()} for key, rounds in visits.items()}
 
 
+def disturbed_rounds(
+    records: Sequence[dict], statistic: str, max_shift_percent: float, exclude: Sequence[str] = ()
+) -> dict[int, float]:
+    """Rounds that ran apart from the others as a whole: `{round: shift %}`.
+
+    A round's shift is the median over items of (its value / the item's median over rounds) - 1:
+    a round that other work slowed (a job started and stopped in between) shifts every item the
+    same way, which idle jitter does not (idle rounds here shift by <= 2 %). Rounds shifted by
+    more than `max_shift_percent` are returned; none with fewer than 3 rounds, or when they would
+    be half of the rounds or more (then the rounds have no majority to be compared with).
+    """
+    per_round = {key: rounds for key, rounds in round_values(records, statistic).items() if key not in exclude}
+    rounds = sorted({r for values in per_round.values() for r in values})
+    if len(rounds) < 3:
+        return {}
+    ratios: dict[int, list] = {r: [] for r in rounds}
+    for values in per_round.values():
+        if len(values) == len(rounds):
+            centre = float(np.median(list(values.values())))
+            for r, value in values.items():
+                ratios[r].append(value / centre)
+    shifts = {r: 100 * (float(np.median(found)) - 1) for r, found in ratios.items() if found}
+    disturbed = {r: shift for r, shift in shifts.items() if abs(shift) > max_shift_percent}
+    return disturbed if 2 * len(disturbed) < len(rounds) else {}
+
+
 def item_values(records: Sequence[dict], statistic: str) -> dict[str, float]:
     """`{key: median over rounds}` of `round_values`."""
     return {key: float(np.median(list(rounds.values()))) for key, rounds in round_values(records, statistic).items()}

@@ -244,8 +244,8 @@ def test_a_disturbed_round_is_left_out_and_reported(tmp_path):
     assert report["networks"]["noise"]["num_rounds"] == 2  # the noise floor of the rounds kept
     assert report["networks"]["noise"]["round_to_round"]["mean"]["mape_percent"] == pytest.approx(0.0, abs=1e-9)
     assert report["warnings"] == [
-        "networks: round 1 ran 20.0 % slower than the others as a whole (other work during it?); left out of "
-        "the values and the noise floor."
+        "networks: round 1 ran 20.0 % slower than the others as a whole (other work during part of the run?); "
+        "left out of the values and the noise floor."
     ]
     for name in ("train", "heldout"):
         assert report[name]["mape_percent"] == pytest.approx(quiet[name]["mape_percent"], rel=1e-6)

@@ -31,8 +31,9 @@ def noise_warnings(report: dict, max_noise_percent: float) -> list[str]:
     for phase, limit in (("networks", max_noise_percent), ("micro", 2 * max_noise_percent)):
         for round_index, shift in sorted(report[phase].get("dropped_rounds", {}).items()):
             warnings.append(
-                f"{phase}: round {round_index} ran {abs(shift):.1f} % {'slower' if shift > 0 else 'faster'} than the "
-                "others as a whole (other work during it?); left out of the values and the noise floor."
+                f"{phase}: round {round_index} ran {abs(shift):.1f} % {'slower' if shift > 0 else 'faster'} than "
+                "the others as a whole (other work during part of the run?); left out of the values and the "
+                "noise floor."
             )
         noise = report[phase]["noise"]
         rounds = noise.get("round_to_round")

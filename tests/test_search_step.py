@@ -101,19 +101,15 @@ def test_search_step_regularisation_is_half_weight_decay_over_active_kernels(mon
             )
 
 
-def test_the_step_trains_on_the_mean_gradient_of_its_k_micro_batches():
-    """Reference computation: direct supernet calls on each micro-batch with its sampled masks."""
-    task = built_task(architectures_per_step=2, optimizer="sgd")
+def _assert_trained_on(task, images, labels, initial, trained_masks, min_active=0.5):
+    """The SGD step moved the weights by the mean gradient of the micro-batches under `trained_masks`
+    (reference computation: direct supernet calls on each micro-batch)."""
     variables = task.supernet.trainable_variables
-    initial = [v.numpy() for v in variables]
-    (images, labels), valid = first_batch(task)
-    function, _ = step_function(task)
-    result = function(((images, labels), valid))
-    count, size = 2, images.shape[0] // 2
+    count, size = len(trained_masks), images.shape[0] // len(trained_masks)
     with tf.GradientTape() as tape:
         losses = []
         for index in range(count):
-            sample_masks = unpad_masks(task.space, result["samples"].masks[index])
+            sample_masks = unpad_masks(task.space, trained_masks[index])
             part = slice(index * size, (index + 1) * size)
             logits = task.supernet(images[part], sample_masks, training=True)
             cross_entropy = classification_loss(labels[part], logits, task.config.label_smoothing)
@@ -123,12 +119,43 @@ def test_the_step_trains_on_the_mean_gradient_of_its_k_micro_batches():
     expected = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     moves = np.concatenate([(v.numpy() - before).ravel() for v, before in zip(variables, initial)])
     gradient = np.concatenate([np.asarray(g).ravel() for g in expected])
-    assert np.count_nonzero(gradient) > 0.5 * gradient.size  # most shared weights are on the two paths
+    assert np.count_nonzero(gradient) > min_active * gradient.size  # (warmup: most weights are on the two paths)
     # SGD's first step is -lr · gradient: one factor for every weight.
     factor = -float(np.dot(moves, gradient) / np.dot(gradient, gradient))
     assert factor > 0, factor
     scale = float(np.max(np.abs(gradient)))
     assert_close_to_scale(-moves / factor / scale, gradient / scale, 1e-3)
+
+
+def test_the_step_trains_on_the_mean_gradient_of_its_k_micro_batches():
+    task = built_task(architectures_per_step=2, optimizer="sgd")
+    initial = [v.numpy() for v in task.supernet.trainable_variables]
+    (images, labels), valid = first_batch(task)
+    function, _ = step_function(task)
+    result = function(((images, labels), valid))
+    _assert_trained_on(task, images, labels, initial, [result["samples"].masks[index] for index in range(2)])
+
+
+def test_uniform_slots_train_the_weights_on_uniform_architectures_and_reward_the_policys():
+    """With a policy certain of choice 0 everywhere, slot 0 of K = 2 trains on a uniform draw while
+    both rewarded samples are the policy's; slot 1 trains on its policy sample."""
+    task = built_task(
+        architectures_per_step=2,
+        uniform_architectures_per_step=1,
+        optimizer="sgd",
+        op_warmup=False,
+        filter_warmup=False,
+    )
+    for logits in task.policies.controllers[0].logits:
+        logits.assign(tf.one_hot(0, logits.shape[0]) * 30.0)
+    initial = [v.numpy() for v in task.supernet.trainable_variables]
+    (images, labels), valid = first_batch(task)
+    function, _ = step_function(task)
+    result = function(((images, labels), valid))
+    assert np.all(result["samples"].indices.numpy() == 0)
+    uniform = task._uniform_sample(tf.constant(0, tf.int64), tf.constant(0), 0.0, 0.0)
+    assert np.count_nonzero(uniform.indices.numpy()) >= 2  # unlike the policy, not choice 0 everywhere
+    _assert_trained_on(task, images, labels, initial, [uniform.masks, result["samples"].masks[1]], min_active=0.25)
 
 
 def test_rewards_during_the_delay_score_the_warmup_masks():
@@ -181,6 +208,8 @@ def test_configuration_errors_and_defaults():
     SearchTask(tiny_config(warmup_fraction=0.4, op_warmup=False, filter_warmup=False), space=tiny_search_space())
     with pytest.raises(ValueError, match=r"`architectures_per_step`. Expected an int >= 1. Received: .*=0"):
         SearchTask(tiny_config(architectures_per_step=0), space=tiny_search_space())
+    with pytest.raises(ValueError, match=r"`uniform_architectures_per_step`. Expected an int in \[0, .*=2\]. .*=3"):
+        SearchTask(tiny_config(architectures_per_step=2, uniform_architectures_per_step=3), space=tiny_search_space())
     task = SearchTask(tiny_config(architectures_per_step=3), space=tiny_search_space())
     with pytest.raises(ValueError, match=r"`batch_size`: 8 images do not split into 1 replica\(s\) x 3 architectures"):
         task.build(tf.distribute.get_strategy())

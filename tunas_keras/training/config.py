@@ -90,6 +90,10 @@ class SearchConfig(RunConfig):
     # (e.g. --batch_size=4096 --architectures_per_step=32 on one device: micro-batches of 128, the
     # per-core batch of a v3-32). Demo: 4 of 16 images each (docs/benchmarks.md, "The default search").
     architectures_per_step: int = 4
+    # Of the K micro-batches, this many train the shared weights on a uniformly drawn architecture
+    # instead of the policy's sample (which is still scored and rewarded): without it the weights
+    # of choices the policy dropped go stale (not in the reference; docs/deviations.md).
+    uniform_architectures_per_step: int = 0
     model_dir: str = "runs/search"
     # Controller: Adam(0, 0.999, 1e-8) over per-sample gradients; lr = base × batch / 256, 0 for the
     # first int(0.25 · steps) steps, then × 10^progress (×1 at the delay, ×10 at the end).
@@ -169,6 +173,8 @@ FIELD_HELP = {
     "validation_batch_multiplier": "Validation (reward) batch size as a multiple of --batch_size.",
     "architectures_per_step": "Architectures sampled per replica and step (the training batch is split into as "
     "many micro-batches, one architecture each).",
+    "uniform_architectures_per_step": "Of those micro-batches, how many train the shared weights on a uniformly drawn "
+    "architecture instead of the policy's sample (which is still rewarded); 0 as the reference.",
     "supernet_execution": "How the supernet computes the active channels: slice, mask, or auto (slice on CPU, mask "
     "on GPU / TPU).",
     "jit_compile": "Compile the search step with XLA; None: XLA for the mask execution on a GPU / TPU.",
@@ -233,6 +239,7 @@ FIELD_CHECKS = {
     "beta": ((lambda value: value < 0), "a negative number"),
     "validation_batch_multiplier": _at_least(1),
     "architectures_per_step": _at_least(1),
+    "uniform_architectures_per_step": _at_least(0),
     "rl_learning_rate": _at_least(0, integer=False),
     "rl_delay_fraction": _in_range(0, 1, closed_high=True),
     "entropy_weight": _at_least(0, integer=False),

@@ -145,6 +145,13 @@ class SearchTask(Task):
                 f"{','.join(f'{target:g}' for target in self.targets)}). Expected a multiple of {len(self.targets)}. "
                 f"Received: architectures_per_step={self.architectures_per_step}"
             )
+        self.uniform_architectures_per_step = int(config.uniform_architectures_per_step)
+        if not 0 <= self.uniform_architectures_per_step <= self.architectures_per_step:
+            raise ValueError(
+                "Invalid value for argument `uniform_architectures_per_step`. Expected an int in [0, "
+                f"architectures_per_step={self.architectures_per_step}]. "
+                f"Received: uniform_architectures_per_step={config.uniform_architectures_per_step!r}"
+            )
         if len(self.targets) > 1:
             self.progress_names = ("loss", "valid_accuracy", "cost") + tuple(
                 f"most_likely_{label}" for label in self.target_labels
@@ -371,7 +378,11 @@ class SearchTask(Task):
         def body(index, gradient_sums, stat_sums, fields):
             seed = self._seed(step, index)
             sample = self.policies.sample_with_warmup(index, seed, op_probability, filter_probability)
-            sample_masks = masks.unpad_masks(self.space, sample.masks)
+            trained_masks = sample.masks
+            if self.uniform_architectures_per_step:
+                uniform = self._uniform_sample(step, index, op_probability, filter_probability)
+                trained_masks = tf.where(index < self.uniform_architectures_per_step, uniform.masks, sample.masks)
+            sample_masks = masks.unpad_masks(self.space, trained_masks)
             with tf.GradientTape() as tape:
                 metrics = self._micro_batch_loss(images[index], self._group(labels, index), sample_masks, one_hot)
                 scaled_loss = metrics["loss"] * loss_scale
@@ -388,6 +399,14 @@ class SearchTask(Task):
             parallel_iterations=1,
         )
         return gradient_sums, stat_sums, Sample(*(array.stack() for array in fields))
+
+    def _uniform_sample(self, step, index, op_probability, filter_probability) -> Sample:
+        """A uniformly drawn architecture (with the step's warmup) for micro-batch `index`'s weights;
+        its seed stream is apart from the policy samples' (`_seed` of sample `K + index`)."""
+        controller = self.policies.controllers[0]
+        uniform_logits = controller.padded_logits(tf.zeros_like(controller.flat_logits()))
+        seed = self._seed(step, self.architectures_per_step + index)
+        return controller.sample_with_warmup(seed, op_probability, filter_probability, padded_logits=uniform_logits)
 
     def _qualities(self, images, labels, samples: Sample, one_hot):
         """`_quality` of each sample on its validation group, `[K]` (one traced loop body)."""

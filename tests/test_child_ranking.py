@@ -7,11 +7,12 @@ import pytest
 import tensorflow as tf
 
 import tunas_keras
-from tests.conftest import assert_close_to_scale
+from tests.conftest import assert_close_to_scale, tiny_search_space
 from tunas_keras import masks
 from tunas_keras.cost_models import estimate_cost
 from tunas_keras.cost_models.calibration import spearman
-from tunas_keras.training.child_ranking import evaluate_children, rank_children
+from tunas_keras.cost_models.sampling import uniform_indices
+from tunas_keras.training.child_ranking import decision_effects, evaluate_children, rank_children
 from tunas_keras.training.config import SearchConfig, config_to_json
 from tunas_keras.training.search_task import dataset_from_config, top1_accuracy
 from tunas_keras.training.standalone_task import copy_weights_from_supernet
@@ -100,3 +101,28 @@ def test_bad_arguments_name_the_argument(search, tmp_path):
     with pytest.raises(ValueError, match=r"`init_from_supernet`. Expected a search model_dir"):
         architecture = supernet.space.architecture([0] * supernet.space.num_decisions)
         copy_weights_from_supernet(None, architecture, str(tmp_path / "empty"))
+
+
+def test_decision_effects_find_the_decision_that_moves_accuracy_and_skip_inactive_children():
+    """Accuracy set by the kernel of the skippable layer (decision 4, active when decision 6 is 0)
+    plus a small cost term: decision 4 comes first, with the per-choice means of its active
+    children; without its effect the children rank by cost."""
+    space = tiny_search_space()
+    rng = np.random.default_rng(0)
+    indices = uniform_indices(space, rng, 64)
+    costs = rng.uniform(10.0, 20.0, size=64)
+    active = indices[:, 6] == 0
+    accuracies = 0.5 + 0.01 * costs - 0.3 * (active & (indices[:, 4] == 1))
+    effects = decision_effects(space, indices, accuracies, costs)
+    first = effects[0]
+    assert first["decision"] == space.decisions[4].name
+    assert first["count"] == [int(np.sum(active & (indices[:, 4] == choice))) for choice in (0, 1)]
+    assert sum(first["count"]) == int(active.sum()) < 64
+    for choice in (0, 1):
+        rows = active & (indices[:, 4] == choice)
+        assert first["mean_accuracy"][choice] == pytest.approx(np.mean(accuracies[rows]), rel=1e-9)
+        assert first["mean_cost"][choice] == pytest.approx(np.mean(costs[rows]), rel=1e-9)
+    assert first["spread"] == pytest.approx(abs(first["mean_accuracy"][0] - first["mean_accuracy"][1]), rel=1e-9)
+    assert 0.25 < first["spread"] < 0.35
+    assert spearman(costs, accuracies) < 0.7 < first["spearman_without"]  # the cost term alone ranks
+    assert {effect["decision"] for effect in effects} == {space.decisions[i].name for i in (1, 2, 4, 5, 6, 7)}

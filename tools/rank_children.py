@@ -63,6 +63,13 @@ def main(argv):
     terciles = ", ".join(f"{accuracy:.3f}" for accuracy in result["accuracy_by_cost_tercile"])
     print(f"  mean accuracy by cost tercile (cheapest first): {terciles}")
     print(f"  Spearman(cost, accuracy) = {result['spearman']:+.3f}")
+    print("  decisions that move accuracy most (mean accuracy / mean cost per choice, active children):")
+    for effect in result["decision_effects"][:3]:
+        per_choice = ", ".join(
+            "-" if accuracy is None else f"{accuracy:.3f} / {cost:.1f} (n={count})"
+            for accuracy, cost, count in zip(effect["mean_accuracy"], effect["mean_cost"], effect["count"])
+        )
+        print(f"    {effect['decision']}: {per_choice}; Spearman without it {effect['spearman_without']:+.3f}")
     for entry in result["found"]:
         target = entry["target_latency"]
         print(f"  found for {target:g}: cost {entry['cost']:8.2f}  accuracy {entry['accuracy']:.3f}")

@@ -25,6 +25,7 @@ from tunas_keras import cost_models, masks
 from tunas_keras.cost_models.calibration import spearman
 from tunas_keras.cost_models.sampling import extreme_indices, uniform_indices
 from tunas_keras.models.supernet import Supernet, build_supernet
+from tunas_keras.search.controller import decision_ancestors
 from tunas_keras.training.config import SearchConfig, config_from_dict
 from tunas_keras.training.search_task import RL_START_CHECKPOINT, dataset_from_config, top1_accuracy
 
@@ -107,8 +108,9 @@ def rank_children(
       `{"children": [{"indices", "cost", "accuracy"}, ...], "spearman": accuracy vs cost over
       the sampled children, "smallest" / "largest": the extreme architectures' entries,
       "accuracy_by_cost_tercile": mean accuracy of the cheapest, middle and dearest third,
-      "found": the search's own architectures (`found_architectures`) with their accuracy and
-      "target_latency", "num_images", "space", "cost_model", "checkpoint"}`.
+      "decision_effects": `decision_effects` of the uniform children, "found": the search's own
+      architectures (`found_architectures`) with their accuracy and "target_latency",
+      "num_images", "space", "cost_model", "checkpoint"}`.
     """
     checks = (
         ("num_architectures", num_architectures, 3),
@@ -181,4 +183,48 @@ def rank_supernet_children(
         ],
         "spearman": spearman(costs[:num_architectures], accuracies[:num_architectures]),
         "accuracy_by_cost_tercile": [float(np.mean(accuracies[part])) for part in np.array_split(order, 3)],
+        "decision_effects": decision_effects(space, sampled, accuracies[:num_architectures], costs[:num_architectures]),
     }
+
+
+def decision_effects(space, indices: np.ndarray, accuracies: np.ndarray, costs: np.ndarray) -> list:
+    """Which decisions move the children's accuracy, and do they move cost the same way?
+
+    For each searched decision: the children's mean accuracy and mean cost per choice, over the
+    children where the decision is active (e.g. not the kernel of a skipped layer), and `spread`
+    (largest minus smallest mean accuracy). `spearman_without` is Spearman(cost, accuracy) once
+    each child's accuracy has the mean accuracy of its group subtracted (its choice, or "inactive"):
+    what the ranking would be without this decision's accuracy effect. Sorted by `spread`, largest first.
+
+    Args:
+      space: the search space; `indices`: int `[N, num_decisions]` (uniform children);
+      `accuracies`, `costs`: `[N]`.
+    """
+    indices = np.asarray(indices)
+    accuracies, costs = np.asarray(accuracies, np.float64), np.asarray(costs, np.float64)
+    effects = []
+    for position, (decision, ancestors) in enumerate(zip(space.decisions, decision_ancestors(space))):
+        if decision.num_choices < 2:
+            continue
+        active = np.all([indices[:, at] == choice for at, choice in ancestors], axis=0) if ancestors else None
+        active = np.ones(len(indices), bool) if active is None else active
+        chosen = [active & (indices[:, position] == choice) for choice in range(decision.num_choices)]
+        means = [float(np.mean(accuracies[rows])) if rows.any() else None for rows in chosen]
+        present = [mean for mean in means if mean is not None]
+        if len(present) < 2:
+            continue
+        adjusted = accuracies.copy()
+        for rows in chosen + [~active]:  # the children where the decision is inactive: one more group
+            if rows.any():
+                adjusted[rows] -= np.mean(accuracies[rows])
+        effects.append(
+            {
+                "decision": decision.name,
+                "count": [int(rows.sum()) for rows in chosen],
+                "mean_accuracy": means,
+                "mean_cost": [float(np.mean(costs[rows])) if rows.any() else None for rows in chosen],
+                "spread": max(present) - min(present),
+                "spearman_without": spearman(costs, adjusted),
+            }
+        )
+    return sorted(effects, key=lambda effect: -effect["spread"])

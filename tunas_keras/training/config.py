@@ -91,8 +91,9 @@ class SearchConfig(RunConfig):
     # per-core batch of a v3-32). Demo: 4 of 16 images each (docs/benchmarks.md, "The default search").
     architectures_per_step: int = 4
     # Of the K micro-batches, this many train the shared weights on a uniformly drawn architecture
-    # instead of the policy's sample (which is still scored and rewarded): without it the weights
-    # of choices the policy dropped go stale (not in the reference; docs/deviations.md).
+    # instead of the policy's sample (which is still scored and rewarded): weights trained on more
+    # of the space than the policy visits. Not in the reference (docs/deviations.md); on the
+    # embedded data it did not make children rank by cost (docs/benchmarks.md).
     uniform_architectures_per_step: int = 0
     model_dir: str = "runs/search"
     # Controller: Adam(0, 0.999, 1e-8) over per-sample gradients; lr = base × batch / 256, 0 for the

@@ -45,6 +45,7 @@ from tunas_keras.training.config import SearchConfig
 from tunas_keras.training.trainer import Task, write_atomic
 
 _SEED_STRIDE = 1_000_003  # keeps the per-purpose seed streams apart
+_UNIFORM_STREAM = 1  # folded into a sample's seed for its uniform weight-training draw
 # Steps after op warmup from which a second (one-hot) step graph pays for its tracing.
 ONE_HOT_GRAPH_MIN_STEPS = 500
 # The checkpoint kept at the RL start (`checkpoints/rl_start`): the weights the warmup trained.
@@ -402,10 +403,10 @@ class SearchTask(Task):
 
     def _uniform_sample(self, step, index, op_probability, filter_probability) -> Sample:
         """A uniformly drawn architecture (with the step's warmup) for micro-batch `index`'s weights;
-        its seed stream is apart from the policy samples' (`_seed` of sample `K + index`)."""
+        its seed is folded from the policy sample's, so no replica's policy draw shares it."""
         controller = self.policies.controllers[0]
         uniform_logits = controller.padded_logits(tf.zeros_like(controller.flat_logits()))
-        seed = self._seed(step, self.architectures_per_step + index)
+        seed = tf.random.experimental.stateless_fold_in(self._seed(step, index), _UNIFORM_STREAM)
         return controller.sample_with_warmup(seed, op_probability, filter_probability, padded_logits=uniform_logits)
 
     def _qualities(self, images, labels, samples: Sample, one_hot):

@@ -206,8 +206,9 @@ def decision_effects(space, indices: np.ndarray, accuracies: np.ndarray, costs: 
     for position, (decision, ancestors) in enumerate(zip(space.decisions, decision_ancestors(space))):
         if decision.num_choices < 2:
             continue
-        active = np.all([indices[:, at] == choice for at, choice in ancestors], axis=0) if ancestors else None
-        active = np.ones(len(indices), bool) if active is None else active
+        active = np.ones(len(indices), bool)
+        for at, choice in ancestors:
+            active &= indices[:, at] == choice
         chosen = [active & (indices[:, position] == choice) for choice in range(decision.num_choices)]
         means = [float(np.mean(accuracies[rows])) if rows.any() else None for rows in chosen]
         present = [mean for mean in means if mean is not None]

@@ -233,6 +233,8 @@ class SearchTask(Task):
         )
         # The first target's (a single search's only) controller and REINFORCE update.
         self.controller, self.reinforce = self.policies.controllers[0], self.policies.reinforces[0]
+        # Constant padded logits of the uniform policy (`_uniform_sample`), computed once.
+        self._uniform_logits = self.controller.padded_logits(tf.zeros_like(self.controller.flat_logits()))
         self.rl_base_learning_rate = schedules.scaled_learning_rate(config.rl_learning_rate, config.batch_size)
 
     def _check_batch_sizes(self) -> None:
@@ -404,10 +406,10 @@ class SearchTask(Task):
     def _uniform_sample(self, step, index, op_probability, filter_probability) -> Sample:
         """A uniformly drawn architecture (with the step's warmup) for micro-batch `index`'s weights;
         its seed is folded from the policy sample's, so no replica's policy draw shares it."""
-        controller = self.policies.controllers[0]
-        uniform_logits = controller.padded_logits(tf.zeros_like(controller.flat_logits()))
         seed = tf.random.experimental.stateless_fold_in(self._seed(step, index), _UNIFORM_STREAM)
-        return controller.sample_with_warmup(seed, op_probability, filter_probability, padded_logits=uniform_logits)
+        return self.controller.sample_with_warmup(
+            seed, op_probability, filter_probability, padded_logits=self._uniform_logits
+        )
 
     def _qualities(self, images, labels, samples: Sample, one_hot):
         """`_quality` of each sample on its validation group, `[K]` (one traced loop body)."""

@@ -202,3 +202,50 @@ def test_graph_optimizations_are_off_only_within_the_block():
         assert disabled()
         value = tf.function(lambda x: tf.reduce_sum(x * 2.0))(tf.ones([3]))  # instantiated without Grappler
     assert not disabled() and float(value) == 6.0
+
+
+def test_single_threaded_kernels_by_default_on_a_cpu_host_with_few_cores(monkeypatch):
+    from tunas_keras.training import config as config_lib  # pylint: disable=import-outside-toplevel
+    from tunas_keras.training import trainer  # pylint: disable=import-outside-toplevel
+
+    resolve = trainer.resolve_single_threaded_kernels
+    monkeypatch.setattr(trainer, "_cpu_only_host", lambda: True)
+    by_cores = {}
+    for cores in (1, 2, 4, 5, 16):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)))
+        by_cores[cores] = resolve(config_lib.SearchConfig())
+    assert by_cores == {1: True, 2: True, 4: True, 5: False, 16: False}
+    assert resolve(config_lib.SearchConfig(single_threaded_kernels=True)) is True  # 16 cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert resolve(config_lib.SearchConfig(single_threaded_kernels=False)) is False
+    assert resolve(config_lib.TrainConfig()) is False  # one chain of large ops: threads within each kernel
+    monkeypatch.setattr(trainer, "_cpu_only_host", lambda: False)
+    assert resolve(config_lib.SearchConfig()) is False
+
+
+_THREADS_PROBE = """
+import sys
+from tunas_keras.training import config as config_lib, search
+single = sys.argv[1] == "True"
+search.prepare_search(config_lib.SearchConfig(single_threaded_kernels=single, model_dir=sys.argv[2]))
+import tensorflow as tf
+print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())
+"""
+
+
+@pytest.mark.parametrize("single, expected", [(True, "1 0"), (False, "0 1")])
+def test_a_deterministic_search_serialises_ops_or_runs_each_kernel_on_one_thread(tmp_path, single, expected):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    # Thread pools are set once per process, before TensorFlow's first op: a fresh process each.
+    result = subprocess.run(
+        [sys.executable, "-c", _THREADS_PROBE, str(single), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == expected  # (intra-op, inter-op); 0: TensorFlow's default
+    assert not (tmp_path / "run").exists()  # preparing writes nothing

@@ -54,11 +54,12 @@ class RunConfig:
 class SearchConfig(RunConfig):
     """Everything that defines a TuNAS search run (paper §4, design.md §4–§7).
 
-    The defaults are the embedded offline demo (521 s measured on an idle 2-core CPU): 800
+    The defaults are the embedded offline demo (468 s measured on an idle 2-core CPU): 800
     steps of batch 64 at 64 px, K = 4 architectures per step (micro-batches of 16), residual
     branches starting at zero, RL learning rate 0.4; its children reach ~0.98 validation accuracy
-    and its argmax landed within 2 % of T0 for 5 of 5 seeds (docs/benchmarks.md, "The comparison
-    again at RL learning rate 0.4"). The paper's ImageNet recipe is
+    and its argmax landed within 2 % of T0 for 5 of 5 seeds with two threads per kernel, 3 of 5
+    with one (the default on small CPU hosts; docs/benchmarks.md, "One thread per kernel"). The
+    paper's ImageNet recipe is
     one file away: `--config=configs/imagenet_<space>.yaml` (batch 4096, 90 epochs, 224 px,
     RMSProp, RL lr 3e-4). The demo trains the shared weights with Adam (peak lr 0.032 × 64 / 256
     = 8e-3): in a few hundred small-batch steps the reference RMSProp (ε = 1, lr 0.165 × batch /
@@ -112,6 +113,11 @@ class SearchConfig(RunConfig):
     warmup_fraction: float = 0.25
     checkpoint_every: int = 30
     summary_every: int = 5
+    # One thread per kernel, independent ops running concurrently on the inter-op pool (instead of
+    # --deterministic's one inter-op thread): 388 vs 583 s for the default search on 2 cores, the
+    # same history byte for byte (docs/reproducibility.md). None: on a host without an accelerator
+    # and with at most 4 cores (`trainer.SINGLE_THREADED_KERNELS_MAX_CORES`).
+    single_threaded_kernels: Optional[bool] = None
 
 
 @dataclasses.dataclass
@@ -160,8 +166,11 @@ FIELD_HELP = {
     "checkpoint_every": "Steps between checkpoints (the last step is always checkpointed).",
     "summary_every": "Steps between history / TensorBoard entries.",
     "progress_bar": "Show a progress bar with ETA.",
-    "deterministic": "Bit-identical runs for the same command and seed on this machine: one inter-op thread, and "
-    "op determinism on GPUs (see docs/reproducibility.md).",
+    "deterministic": "Bit-identical runs for the same command and seed on this machine: one inter-op thread (one "
+    "thread per kernel instead with --single_threaded_kernels), and op determinism on GPUs (docs/reproducibility.md).",
+    "single_threaded_kernels": "Run each kernel on one thread and independent ops concurrently (faster on few "
+    "cores; with --deterministic it replaces the one inter-op thread); None: on a CPU-only host with at most 4 "
+    "cores.",
     "space": "Search space: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "TrainConfig.space": "Search space of --indices: proxyless, proxyless_enlarged or mobilenet_v3_like.",
     "target_latency": "Target cost T0 in the cost model's units (ms); None: the space's default (84 / 57).",

@@ -41,7 +41,15 @@ from tunas_keras.errors import UserInputError, user_input
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # Config fields that may change between an interrupted run and its resumption.
 TEMPORARY_PREFIX = ".tmp_"  # write_atomic's temporary files
-RESUMABLE_FIELDS = ("progress_bar", "checkpoint_every", "summary_every", "model_dir", "strategy", "deterministic")
+RESUMABLE_FIELDS = (
+    "progress_bar",
+    "checkpoint_every",
+    "summary_every",
+    "model_dir",
+    "strategy",
+    "deterministic",
+    "single_threaded_kernels",
+)
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
@@ -68,7 +76,29 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 
-def configure_determinism(deterministic: bool = True) -> bool:
+def _cpu_only_host() -> bool:
+    """No GPU or TPU visible (physical devices: asking initialises no runtime, so threads can still be set)."""
+    return not (tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+
+
+# `single_threaded_kernels=None` picks one thread per kernel on CPU-only hosts with at most this
+# many cores: the concurrency it relies on (independent ops within one network's forward and
+# backward pass, e.g. a convolution's input and filter gradients) is a few ops wide. Measured on 2.
+SINGLE_THREADED_KERNELS_MAX_CORES = 4
+
+
+def resolve_single_threaded_kernels(config) -> bool:
+    """`config.single_threaded_kernels`, or for None: a host without an accelerator and with at most
+    `SINGLE_THREADED_KERNELS_MAX_CORES` cores. False for configs without the field (standalone
+    training, whose kernels are large enough to use every core)."""
+    value = getattr(config, "single_threaded_kernels", False)
+    if value is not None:
+        return bool(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _cpu_only_host() and cores <= SINGLE_THREADED_KERNELS_MAX_CORES
+
+
+def configure_determinism(deterministic: bool = True, single_threaded_kernels: bool = False) -> bool:
     """Makes a run bit-reproducible across processes on one machine (same command, same seed).
 
     The non-determinism it removes (docs/reproducibility.md): with several inter-op threads,
@@ -82,6 +112,11 @@ def configure_determinism(deterministic: bool = True) -> bool:
 
     - one inter-op thread: independent ops run one after another (each kernel still uses all
       cores through the intra-op pool);
+    - or, with `single_threaded_kernels`, one thread per kernel instead, independent ops running
+      concurrently. That is a measurement, not a construction:
+      on today's supernet the default search's 800-step history is byte-identical with one or two
+      inter-op threads, and 1.5x faster on 2 cores (docs/reproducibility.md); the slow
+      two-process test runs in this mode;
     - and, on a host with GPUs, the Trainer adds op determinism while the run lasts
       (`gpu_op_determinism`).
 
@@ -93,17 +128,20 @@ def configure_determinism(deterministic: bool = True) -> bool:
     Returns:
       Whether the run is deterministic.
     """
-    if not deterministic:
-        return False
-    reproducible = True
-    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+    pools = {"intra_op": 1} if single_threaded_kernels else ({"inter_op": 1} if deterministic else {})
+    reproducible = deterministic
+    for pool, threads in pools.items():
+        if getattr(tf.config.threading, f"get_{pool}_parallelism_threads")() == threads:
+            continue
         try:
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+            getattr(tf.config.threading, f"set_{pool}_parallelism_threads")(threads)
         except RuntimeError:
             reproducible = False
             logging.warning(
-                "deterministic=True, but TensorFlow already runs with several inter-op threads (it was initialised "
-                "before configure_determinism); this run may not be bit-reproducible."
+                "%s_threads=%d not set: TensorFlow was initialised before configure_determinism; this run may run "
+                "slower or not be bit-reproducible.",
+                pool,
+                threads,
             )
     return reproducible
 
@@ -570,7 +608,8 @@ def prepare_task(task_class: Callable[[Any], Task], config) -> Task:
     with user_input():
         validate_config(config)
         task = task_class(config)
-    configure_determinism(config.deterministic)  # creating the task ran no op, so threads can be set
+    # Creating the task ran no op, so the thread pools can still be set.
+    configure_determinism(config.deterministic, resolve_single_threaded_kernels(config))
     return task
 
 

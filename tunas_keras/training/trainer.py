@@ -113,10 +113,9 @@ def configure_determinism(deterministic: bool = True, single_threaded_kernels: b
     - one inter-op thread: independent ops run one after another (each kernel still uses all
       cores through the intra-op pool);
     - or, with `single_threaded_kernels`, one thread per kernel instead, independent ops running
-      concurrently. That is a measurement, not a construction:
-      on today's supernet the default search's 800-step history is byte-identical with one or two
-      inter-op threads, and 1.5x faster on 2 cores (docs/reproducibility.md); the slow
-      two-process test runs in this mode;
+      concurrently. That is a measurement, not a construction: on today's supernet the default
+      search's 800-step history is byte-identical with one or two inter-op threads, and 1.5x
+      faster on 2 cores (docs/reproducibility.md); the slow two-process test runs in this mode;
     - and, on a host with GPUs, the Trainer adds op determinism while the run lasts
       (`gpu_op_determinism`).
 
@@ -128,22 +127,32 @@ def configure_determinism(deterministic: bool = True, single_threaded_kernels: b
     Returns:
       Whether the run is deterministic.
     """
-    pools = {"intra_op": 1} if single_threaded_kernels else ({"inter_op": 1} if deterministic else {})
-    reproducible = deterministic
-    for pool, threads in pools.items():
-        if getattr(tf.config.threading, f"get_{pool}_parallelism_threads")() == threads:
-            continue
+    threading = tf.config.threading
+    if single_threaded_kernels:
+        pool, get, put = (
+            "intra_op",
+            threading.get_intra_op_parallelism_threads,
+            threading.set_intra_op_parallelism_threads,
+        )
+    elif deterministic:
+        pool, get, put = (
+            "inter_op",
+            threading.get_inter_op_parallelism_threads,
+            threading.set_inter_op_parallelism_threads,
+        )
+    else:
+        return False
+    if get() != 1:
         try:
-            getattr(tf.config.threading, f"set_{pool}_parallelism_threads")(threads)
+            put(1)
         except RuntimeError:
-            reproducible = False
             logging.warning(
-                "%s_threads=%d not set: TensorFlow was initialised before configure_determinism; this run may run "
+                "%s_threads=1 not set: TensorFlow was initialised before configure_determinism; this run may run "
                 "slower or not be bit-reproducible.",
                 pool,
-                threads,
             )
-    return reproducible
+            return False
+    return deterministic
 
 
 @contextlib.contextmanager

@@ -100,6 +100,9 @@ class DetectionSearchConfig(DetectionFields, SearchConfig):
     dataset: str = "embedded"
     image_size: int = 320
     model_dir: str = "runs/detection_search"
+    # The reference's β, not the classification demo's -0.3: Q = exp(-loss) spreads less than top-1,
+    # so the latency term already weighs more here (docs/detection.md, "Quality signal").
+    beta: float = -0.1
     # Resolution at which the detector is deployed and its latency estimated (the reward's cost).
     cost_image_size: int = 320
 

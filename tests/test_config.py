@@ -51,6 +51,24 @@ def test_command_line_flags_override_only_what_was_passed(tmp_path):
     assert config_from_flags(SearchConfig, flag_values).zero_init_residual is False
 
 
+def test_detection_search_keeps_the_reference_beta_under_the_classification_flags():
+    from detection.config import DetectionSearchConfig, define_detection_flags  # pylint: disable=import-outside-toplevel
+
+    flag_values = flags.FlagValues()
+    on_flag_values = lambda define: functools.partial(define, flag_values=flag_values)  # noqa: E731
+    module = types.SimpleNamespace(
+        **{name: on_flag_values(getattr(flags, name)) for name in ("DEFINE_string", "DEFINE_boolean", "DEFINE_enum")}
+    )
+    define_flags_for(SearchConfig, module)  # as tools/search.py: the flags carry the classification defaults
+    define_detection_flags(module, SearchConfig, DetectionSearchConfig)
+    flag_values(["search"])
+    assert config_from_flags(SearchConfig, flag_values).beta == -0.3
+    assert config_from_flags(DetectionSearchConfig, flag_values).beta == -0.1  # the flag was not passed
+    flag_values.unparse_flags()
+    flag_values(["search", "--beta=-0.2"])
+    assert config_from_flags(DetectionSearchConfig, flag_values).beta == -0.2
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['betta'\]"):
         config_from_dict(SearchConfig, {"betta": -0.1})

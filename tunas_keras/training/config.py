@@ -54,11 +54,12 @@ class RunConfig:
 class SearchConfig(RunConfig):
     """Everything that defines a TuNAS search run (paper §4, design.md §4–§7).
 
-    The defaults are the embedded offline demo (468 s measured on an idle 2-core CPU): 800
+    The defaults are the embedded offline demo (468–665 s measured on idle 2-core CPUs): 800
     steps of batch 64 at 64 px, K = 4 architectures per step (micro-batches of 16), residual
-    branches starting at zero, RL learning rate 0.4; its children reach ~0.98 validation accuracy
-    and its argmax landed within 2 % of T0 for 5 of 5 seeds with two threads per kernel, 3 of 5
-    with one (the default on small CPU hosts; docs/benchmarks.md, "One thread per kernel"). The
+    branches starting at zero, RL learning rate 0.4, β = −0.3; its children reach ~0.98
+    validation accuracy and its argmax landed within 2 % of T0 for 5 of 5 seeds with one thread
+    per kernel (the default on small CPU hosts; at the reference's β = −0.1, 3 of 5:
+    docs/benchmarks.md, "A stronger cost penalty"). The
     paper's ImageNet recipe is
     one file away: `--config=configs/imagenet_<space>.yaml` (batch 4096, 90 epochs, 224 px,
     RMSProp, RL lr 3e-4). The demo trains the shared weights with Adam (peak lr 0.032 × 64 / 256
